@@ -1,0 +1,81 @@
+"""Audio decoding for every encoder: soundfile -> mono -> soxr resample -> crop/pad policy -> float32.
+
+torchaudio is deliberately not used (its wheels here are CUDA-linked); soundfile reads wav/flac/ogg/mp3.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from asc_bench.api import BadAudioError, UsageError
+
+CROPS = ("whole", "fixed", "centre")
+
+
+@dataclass(frozen=True)
+class CropPolicy:
+    """How a decoded clip is cut to length before embedding.
+
+    whole: keep every sample. fixed: the first `seconds` (zero-padded when shorter). centre: the middle
+    `seconds` (zero-padded symmetrically when shorter).
+    """
+
+    crop: str = "whole"
+    seconds: float | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> "CropPolicy":
+        spec = dict(spec or {})
+        unknown = set(spec) - {"crop", "seconds"}
+        if unknown:
+            raise UsageError(f"task field audio: unknown keys {sorted(unknown)} (valid: crop, seconds)")
+        crop = spec.get("crop", "whole")
+        if crop not in CROPS:
+            raise UsageError(f"task field audio.crop: '{crop}' is not one of {', '.join(CROPS)}")
+        seconds = spec.get("seconds")
+        if crop != "whole" and (not isinstance(seconds, (int, float)) or seconds <= 0):
+            raise UsageError(f"task field audio.seconds: crop '{crop}' needs a positive number of seconds")
+        return cls(crop=crop, seconds=float(seconds) if seconds is not None else None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"crop": self.crop, "seconds": self.seconds}
+
+
+def decode(path: str, sample_rate: int) -> np.ndarray:
+    """Read `path` as mono float32 at `sample_rate`; raise BadAudioError naming the file and reason."""
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise BadAudioError(path, "file not found") from None
+    except Exception as exc:  # libsndfile reports corrupt headers and unknown formats this way
+        raise BadAudioError(path, f"cannot be decoded ({exc})") from None
+    if data.shape[0] == 0:
+        raise BadAudioError(path, "zero-length audio")
+    if not np.isfinite(data).all():
+        raise BadAudioError(path, "contains NaN or Inf samples")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if sr != sample_rate:
+        mono = soxr.resample(mono, sr, sample_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def apply_crop(wave: np.ndarray, sample_rate: int, policy: CropPolicy) -> np.ndarray:
+    if policy.crop == "whole":
+        return wave
+    target = int(round(policy.seconds * sample_rate))
+    n = wave.shape[0]
+    if policy.crop == "fixed":
+        return wave[:target] if n >= target else np.pad(wave, (0, target - n))
+    if n >= target:
+        start = (n - target) // 2
+        return wave[start:start + target]
+    left = (target - n) // 2
+    return np.pad(wave, (left, target - n - left))
+
+
+def load_clip(path: str, sample_rate: int, policy: CropPolicy) -> np.ndarray:
+    return apply_crop(decode(path, sample_rate), sample_rate, policy)

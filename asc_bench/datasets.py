@@ -1,0 +1,55 @@
+"""Resolving a dataset to its clips, and fingerprinting them without reading audio."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from asc_bench.api import Clip, DatasetRequest, LayoutError
+from asc_bench.plugins import PluginManager
+
+DATA_ENV = "ASC_BENCH_DATA"
+
+
+def dataset_root(name: str, data_root: str | Path | None) -> Path | None:
+    """`--data-root`, else `$ASC_BENCH_DATA/<name>`, else None (only datasets needing no files accept it)."""
+    if data_root is not None:
+        return Path(data_root).expanduser().resolve()
+    base = os.environ.get(DATA_ENV)
+    return (Path(base).expanduser() / name).resolve() if base else None
+
+
+def list_clips(manager: PluginManager, name: str, options: Mapping[str, Any], data_root: str | Path | None,
+               cache_dir: Path) -> list[Clip]:
+    entry = manager.get("datasets", name)
+    clips = list(entry.build(DatasetRequest(root=dataset_root(name, data_root), options=dict(options),
+                                            cache_dir=cache_dir)))
+    if not clips:
+        raise LayoutError(f"dataset '{name}' has no clips under {dataset_root(name, data_root)}; check "
+                          f"--data-root (or ${DATA_ENV}) and the task's dataset_options")
+    return clips
+
+
+def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
+    """(listing fingerprint, files fingerprint), both sha256 hex, computed without reading audio.
+
+    The listing fingerprint covers (relative path, label, split) of every clip in order: it seeds the
+    episodes, so the same data gives the same episodes on every machine. The files fingerprint adds
+    each file's size and mtime: it keys the embedding cache, so an edited file invalidates it.
+    Paths are relative to the clips' common folder, so moving the dataset changes neither.
+    """
+    paths = [c.path for c in clips]
+    common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    cut = len(common) + 1
+    listing, files = hashlib.sha256(), hashlib.sha256()
+    for clip in clips:
+        row = f"{clip.path[cut:]}\0{clip.label}\0{clip.split}\n".encode()
+        listing.update(row)
+        try:
+            st = os.stat(clip.path)
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"   # reported by name when the file is decoded
+        files.update(row + stamp.encode())
+    return listing.hexdigest(), files.hexdigest()

@@ -1,0 +1,130 @@
+"""Embedding extraction through the cache: decode -> resample -> batch by length -> encoder -> shards.
+
+Clips are cut into fixed shards of `shard_size` clip indices. Each shard is decoded, sorted by
+length, batched, embedded and written atomically; the entry is committed when every shard exists. The
+shard boundaries do not depend on the number of processes, so a resumed run, or a run under torchrun
+where rank r takes shards r, r+W, ..., computes every shard exactly as one uninterrupted process does.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from asc_bench import distributed as dist
+from asc_bench.api import BadAudioError, Clip
+from asc_bench.audio import CropPolicy, load_clip
+from asc_bench.cache import EmbeddingCache, Shard, cache_key
+from asc_bench.progress import progress
+
+DEFAULT_SHARD_SIZE = 256
+
+
+@dataclass
+class EmbedResult:
+    embeddings: np.ndarray          # (N, D) float32, rows aligned with the clips
+    valid: np.ndarray               # (N,) bool: False for skipped clips
+    skipped: list[dict[str, str]]
+    cache_key: str
+    cache_hit: bool
+    forward_passes: int = 0         # batches run through the encoder in this process
+    clips_embedded: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def clips_per_s(self) -> float | None:
+        return self.clips_embedded / self.seconds if self.clips_embedded and self.seconds > 0 else None
+
+
+def embedding_key(encoder_id: dict[str, Any], policy: CropPolicy, sample_rate: int, files_fingerprint: str) -> str:
+    return cache_key({"encoder": encoder_id, "crop": policy.as_dict(), "sample_rate": sample_rate,
+                      "dataset": files_fingerprint})
+
+
+def embed_dataset(encoder: torch.nn.Module, clips: Sequence[Clip], *, key: str, cache: EmbeddingCache,
+                  policy: CropPolicy, batch_size: int = 16, device: str = "cpu",
+                  on_bad_audio: str = "fail", shard_size: int = DEFAULT_SHARD_SIZE,
+                  show_progress: bool = True) -> EmbedResult:
+    hit = cache.load(key)
+    if hit is not None:
+        skipped = hit.meta.get("skipped", [])
+        if skipped and on_bad_audio == "fail":
+            raise BadAudioError(skipped[0]["path"], skipped[0]["reason"])
+        return EmbedResult(np.asarray(hit.embeddings), hit.valid, skipped, key, cache_hit=True)
+
+    n_shards = (len(clips) + shard_size - 1) // shard_size
+    rank, world = dist.rank(), dist.world_size()
+    mine = [i for i in range(n_shards) if i % world == rank]
+    todo = [i for i in mine if not cache.has_shard(key, i)]
+    result = EmbedResult(np.empty((0, 0), np.float32), np.empty(0, bool), [], key, cache_hit=False)
+    if len(todo) < len(mine):
+        result.notes.append(f"resumed: {len(mine) - len(todo)} of {len(mine)} shards were already on disk")
+    for i in mine:
+        if i not in todo and on_bad_audio == "fail":
+            done = cache.read_shard(key, i)
+            if done.skipped:
+                raise BadAudioError(done.skipped[0]["path"], done.skipped[0]["reason"])
+    start = time.perf_counter()
+    encoder.eval().to(device)
+    todo_clips = sum(len(clips[i * shard_size:(i + 1) * shard_size]) for i in todo)
+    with progress("embedding", todo_clips, enabled=show_progress and dist.is_main()) as advance, \
+            ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for i in todo:
+            part = clips[i * shard_size:(i + 1) * shard_size]
+            shard, batches = _embed_shard(encoder, part, pool, policy, batch_size, device, on_bad_audio, advance)
+            cache.write_shard(key, i, shard)
+            result.forward_passes += batches
+            result.clips_embedded += int(shard.valid.sum())
+    result.seconds = time.perf_counter() - start
+    dist.barrier()
+    if dist.is_main():
+        cache.commit(key, n_shards, {"n_clips": len(clips), "batch_size": batch_size})
+    dist.barrier()
+    entry = cache.load(key)
+    assert entry is not None
+    result.embeddings, result.valid = np.asarray(entry.embeddings), entry.valid
+    result.skipped = entry.meta.get("skipped", [])
+    return result
+
+
+def _decode(clip: Clip, sample_rate: int, policy: CropPolicy) -> np.ndarray | BadAudioError:
+    try:
+        return load_clip(clip.path, sample_rate, policy)
+    except BadAudioError as exc:
+        return exc
+
+
+def _embed_shard(encoder: torch.nn.Module, part: Sequence[Clip], pool: ThreadPoolExecutor, policy: CropPolicy,
+                 batch_size: int, device: str, on_bad_audio: str, advance) -> tuple[Shard, int]:
+    sr = int(encoder.sample_rate)
+    waves = list(pool.map(lambda c: _decode(c, sr, policy), part))
+    skipped: list[dict[str, str]] = []
+    for wave in waves:
+        if isinstance(wave, BadAudioError):
+            if on_bad_audio != "skip":
+                raise wave
+            skipped.append({"path": wave.path, "reason": wave.reason})
+    valid = np.array([not isinstance(w, BadAudioError) for w in waves], bool)
+    emb = np.zeros((len(part), int(encoder.embed_dim)), np.float32)
+    # Batches of similar length waste little padding; the order is fixed, so results are repeatable.
+    order = sorted(np.flatnonzero(valid), key=lambda j: (waves[j].shape[0], j))
+    batches = 0
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            lengths = torch.tensor([waves[j].shape[0] for j in idx], dtype=torch.int64)
+            batch = torch.zeros(len(idx), int(lengths.max()), dtype=torch.float32)
+            for row, j in enumerate(idx):
+                batch[row, :waves[j].shape[0]] = torch.from_numpy(waves[j])
+            out = encoder(batch.to(device), lengths.to(device))
+            emb[idx] = out.float().cpu().numpy()
+            batches += 1
+            advance(len(idx))
+    advance(int((~valid).sum()))
+    return Shard(embeddings=emb, valid=valid, skipped=skipped), batches

@@ -1,0 +1,13 @@
+"""Weight-free reference encoders."""
+from __future__ import annotations
+
+from asc_bench import hookimpl
+
+
+@hookimpl
+def register_encoders(register):
+    from asc_bench_plugins.baselines import logmel_stats
+
+    register("logmel-stats", logmel_stats.build, requires_weights=False,
+             description="mean and std over time of 128 Kaldi log-mel bands (weight-free floor)",
+             summary=lambda: {"params": 0, "macs_per_s": None})

@@ -1,0 +1,71 @@
+"""Embedding heads that map pooled features to the normalised space contrastive losses work in.
+
+`ProjectionHead(hidden_dim=0)` is RepDistiller's CRD `Embed` (one linear layer, then L2 normalisation;
+its weights are named `linear.*` as there, so RepDistiller state dicts load). With `hidden_dim > 0` it
+is the two-layer projection ContrastASC reportedly uses for CRD: Linear -> [LayerNorm] -> ReLU ->
+Linear -> L2 normalisation. Where exactly the LayerNorm sits in that head is not published; we put it
+after the first layer, where SimCLR/SupContrast-style heads put their normalisation.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+HEAD_NORMS = ("none", "layer")
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """Shape of a projection head; `in_dim` is filled in from the network it sits on."""
+
+    out_dim: int = 128
+    hidden_dim: int = 0
+    norm: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.norm not in HEAD_NORMS:
+            raise ValueError(f"projection norm must be one of {list(HEAD_NORMS)}, got {self.norm!r}")
+        if self.out_dim <= 0 or self.hidden_dim < 0:
+            raise ValueError(f"projection dims must be positive (out_dim={self.out_dim}, "
+                             f"hidden_dim={self.hidden_dim})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProjectionConfig":
+        return cls(out_dim=int(data["out_dim"]), hidden_dim=int(data.get("hidden_dim", 0)),
+                   norm=str(data.get("norm", "none")))
+
+
+class ProjectionHead(nn.Module):
+    """`x[..., in_dim] -> L2-normalised [..., out_dim]` (see the module docstring for the layout)."""
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int = 0, norm: str = "none"):
+        super().__init__()
+        if norm not in HEAD_NORMS:
+            raise ValueError(f"head norm must be one of {list(HEAD_NORMS)}, got {norm!r}")
+        self.in_dim, self.out_dim, self.hidden_dim, self.norm_kind = in_dim, out_dim, hidden_dim, norm
+        if hidden_dim == 0:
+            self.linear = nn.Linear(in_dim, out_dim)
+            self.norm = nn.LayerNorm(out_dim) if norm == "layer" else None
+        else:
+            self.fc1 = nn.Linear(in_dim, hidden_dim)
+            self.norm = nn.LayerNorm(hidden_dim) if norm == "layer" else None
+            self.fc2 = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hidden_dim == 0:
+            x = self.linear(x)
+            if self.norm is not None:
+                x = self.norm(x)
+        else:
+            x = self.fc1(x)
+            if self.norm is not None:
+                x = self.norm(x)
+            x = self.fc2(F.relu(x))
+        return F.normalize(x, dim=-1)

@@ -1,0 +1,30 @@
+"""`folder`: one sub-folder per class, audio files anywhere below it (the label is the folder name)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from asc_bench.api import Clip, DatasetRequest, LayoutError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def build_folder(request: DatasetRequest) -> list[Clip]:
+    root = request.root
+    if root is None:
+        raise LayoutError("dataset 'folder' needs --data-root DIR (one sub-folder per class)")
+    if not root.is_dir():
+        raise LayoutError(f"dataset 'folder': {root} is not a directory; pass --data-root with a folder "
+                          f"holding one sub-folder per class")
+    exts = tuple(e.lower() for e in request.options.get("extensions", AUDIO_EXTENSIONS))
+    clips: list[Clip] = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for dirpath, dirnames, filenames in os.walk(class_dir):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.lower().endswith(exts):
+                    clips.append(Clip(path=os.path.join(dirpath, name), label=class_dir.name))
+    if not clips:
+        raise LayoutError(f"dataset 'folder': no audio files ({', '.join(exts)}) in sub-folders of {root}; "
+                          f"expected {root}/<class name>/<file>.wav")
+    return clips
