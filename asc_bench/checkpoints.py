@@ -51,8 +51,8 @@ def read_checkpoint(path: str | Path) -> Any:
             f"refused to load {path}: it contains pickled objects that are not plain tensors or data "
             f"({first}). asc-bench never runs code from a checkpoint; re-save the state dict with "
             f"torch.save(model.state_dict()) or safetensors.") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from None
+    except Exception as exc:  # a malformed file makes the unpickler fail in arbitrary ways (IndexError...)
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}") from None
 
 
 def find_state_dict(obj: Any, candidates: Iterable[str] = ("model", "state_dict")) -> dict[str, torch.Tensor]:

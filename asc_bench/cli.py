@@ -16,8 +16,9 @@ from asc_bench import distributed as dist
 from asc_bench.api import AscBenchError, UsageError
 from asc_bench.plugins import KINDS, get_manager
 
-out = Console()
-err = Console(stderr=True)
+# Logs and pipes get wide tables instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 LIST_KINDS = tuple(KINDS) + ("tasks",)
 
@@ -248,3 +249,33 @@ def _print_runs(records: list[dict[str, Any]], console: Console) -> None:
 
 def main() -> None:
     cli(prog_name="asc-bench")
+
+
+@cli.command("extract")
+@click.option("--encoder", required=True)
+@click.option("--task", required=True, help="Task whose dataset and crop policy to embed.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False))
+@click.option("--random-init", is_flag=True)
+@click.option("--encoder-option", "encoder_options", multiple=True, metavar="KEY=VALUE")
+@click.option("--data-root", type=click.Path(file_okay=False))
+@click.option("--device", default="cpu")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--cache-dir", type=click.Path(file_okay=False))
+@click.option("--on-bad-audio", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
+@click.option("--shard-size", default=256, hidden=True, type=click.IntRange(min=1))
+@_guard
+def extract_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bool, encoder_options: tuple[str, ...],
+                data_root: str | None, device: str, batch_size: int, cache_dir: str | None, on_bad_audio: str,
+                shard_size: int) -> None:
+    """Only embed a task's dataset into the cache (e.g. under torchrun, one shard set per rank)."""
+    from asc_bench.runner import extract
+
+    dist.init(device=device)
+    done = extract(encoder, task, plugins=click.get_current_context().find_object(Context).plugins,
+                   data_root=data_root, cache_dir=cache_dir, checkpoint=checkpoint, random_init=random_init,
+                   encoder_options=_kv(encoder_options, "--encoder-option"), device=device,
+                   batch_size=batch_size, on_bad_audio=on_bad_audio, shard_size=shard_size, show_progress=True)
+    if dist.is_main():
+        r = done.result
+        state = "already cached" if r.cache_hit else f"{r.clips_embedded} clips embedded in {r.seconds:.1f} s"
+        out.print(f"{done.spec.dataset}: {len(done.clips)} clips, {state}; cache key {r.cache_key}", highlight=False)

@@ -26,6 +26,8 @@ def progress(description: str, total: int, enabled: bool = True) -> Iterator[Cal
     state = {"done": 0, "next": 0.25}
 
     def advance(n: int = 1) -> None:
+        if n <= 0:
+            return
         state["done"] += n
         if state["done"] / total >= state["next"] or state["done"] == total:
             print(f"{description}: {state['done']}/{total}", file=sys.stderr, flush=True)

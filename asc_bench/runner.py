@@ -16,6 +16,7 @@ from asc_bench.api import CheckpointError, EncoderRequest, EvalData, UsageError
 from asc_bench.cache import EmbeddingCache, default_cache_dir
 from asc_bench.checkpoints import sha256_file
 from asc_bench.datasets import fingerprints, list_clips
+from asc_bench.hear import PREFIX as HEAR_PREFIX, hear_entry
 from asc_bench.embed import DEFAULT_SHARD_SIZE, embed_dataset, embedding_key
 from asc_bench.plugins import PluginManager, get_manager
 from asc_bench.results import DEFAULT_RESULTS_DIR, SCHEMA, package_versions, utc_now, write_record
@@ -41,7 +42,7 @@ class BuiltEncoder:
 def build_encoder(manager: PluginManager, name: str, *, checkpoint: str | Path | None = None,
                   random_init: bool = False, options: Mapping[str, str] | None = None,
                   device: str = "cpu") -> BuiltEncoder:
-    entry = manager.get("encoders", name)
+    entry = hear_entry(name) if name.startswith(HEAR_PREFIX) else manager.get("encoders", name)
     if checkpoint is not None and random_init:
         raise UsageError("--checkpoint and --random-init exclude each other: pick one")
     if entry.requires_weights and checkpoint is None and not random_init:
@@ -93,10 +94,17 @@ def run_task(encoder: str, task: str | Path, *, plugins: Sequence[str] = (), **s
     return _run(manager, encoder, spec, opts)
 
 
-def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSettings) -> dict[str, Any]:
-    started = time.perf_counter()
-    protocol = manager.get("protocols", spec.protocol)
-    seed = spec.seed if opts.seed is None else opts.seed
+@dataclass
+class Embedded:
+    spec: TaskSpec
+    clips: list
+    listing_fp: str
+    files_fp: str
+    encoder: BuiltEncoder
+    result: Any     # asc_bench.embed.EmbedResult
+
+
+def _embed(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSettings) -> Embedded:
     cache_dir = Path(opts.cache_dir) if opts.cache_dir is not None else default_cache_dir()
     clips = list_clips(manager, spec.dataset, spec.dataset_options, opts.data_root, cache_dir)
     listing_fp, files_fp = fingerprints(clips)
@@ -106,6 +114,23 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
     emb = embed_dataset(enc.module, clips, key=key, cache=EmbeddingCache(cache_dir), policy=spec.audio,
                         batch_size=opts.batch_size, device=opts.device, on_bad_audio=opts.on_bad_audio,
                         shard_size=opts.shard_size, show_progress=opts.show_progress)
+    return Embedded(spec, clips, listing_fp, files_fp, enc, emb)
+
+
+def extract(encoder: str, task: str | Path, *, plugins: Sequence[str] = (), **settings: Any) -> Embedded:
+    """Only embed the task's dataset into the cache (no protocol, no record); torchrun-aware."""
+    opts = RunSettings(**settings)
+    manager = get_manager(plugins)
+    return _embed(manager, encoder, resolve_task(str(task), manager.task_dirs), opts)
+
+
+def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSettings) -> dict[str, Any]:
+    started = time.perf_counter()
+    protocol = manager.get("protocols", spec.protocol)
+    seed = spec.seed if opts.seed is None else opts.seed
+    done = _embed(manager, encoder_name, spec, opts)
+    clips, listing_fp, files_fp, enc, emb = done.clips, done.listing_fp, done.files_fp, done.encoder, done.result
+    key = emb.cache_key
     rows = np.flatnonzero(emb.valid)
     kept = [clips[i] for i in rows]
     classes = sorted({c.label for c in kept})
@@ -130,7 +155,7 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
                      "unit": result.unit, "metric": result.metric},
         "episode_hash": result.episode_hash,
         "scores": [float(s) for s in np.asarray(result.scores, dtype=np.float64)],
-        "summary": ci.as_dict(),
+        "summary": ci.to_summary(),
         "predictions": _jsonable(result.predictions),
         "skipped_files": emb.skipped,
         "embedding": {"cache_key": key, "cache_hit": emb.cache_hit, "forward_passes": emb.forward_passes,

@@ -20,15 +20,13 @@ HEAD_NORMS = ("none", "layer")
 
 @dataclass(frozen=True)
 class ProjectionConfig:
-    """Shape of a projection head; `in_dim` is filled in from the network it sits on."""
+    """Shape of a network's projection head; its input size is the network's embedding size and its
+    normalisation follows the network's `norm`/`norm_placement`, so neither is repeated here."""
 
     out_dim: int = 128
     hidden_dim: int = 0
-    norm: str = "none"
 
     def __post_init__(self) -> None:
-        if self.norm not in HEAD_NORMS:
-            raise ValueError(f"projection norm must be one of {list(HEAD_NORMS)}, got {self.norm!r}")
         if self.out_dim <= 0 or self.hidden_dim < 0:
             raise ValueError(f"projection dims must be positive (out_dim={self.out_dim}, "
                              f"hidden_dim={self.hidden_dim})")
@@ -38,8 +36,7 @@ class ProjectionConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ProjectionConfig":
-        return cls(out_dim=int(data["out_dim"]), hidden_dim=int(data.get("hidden_dim", 0)),
-                   norm=str(data.get("norm", "none")))
+        return cls(out_dim=int(data["out_dim"]), hidden_dim=int(data.get("hidden_dim", 0)))
 
 
 class ProjectionHead(nn.Module):

@@ -168,29 +168,31 @@ def read_table(path: str, delimiter: str, dataset: str, section: str, *, header:
     than `min_fields` fields (or fewer fields than a header-less layout needs) is a malformed row.
     """
     lines = read_lines(path, dataset, section)
-    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    has_header = bool(numbered) and header is not None and \
-        _fields(numbered[0][1], delimiter)[0].strip() == header
+    if delimiter == "," and any('"' in line for line in lines):   # quoted fields: let csv parse them
+        rows = [next(csv.reader([line])) if '"' in line else line.split(",") for line in lines]
+    else:
+        rows = [line.split(delimiter) for line in lines]
+    numbers = list(range(1, len(rows) + 1))
+    keep = [i for i, r in enumerate(rows) if len(r) > 1 or r[0].strip()]
+    if len(keep) != len(rows):   # blank lines: drop them but keep each row's true line number
+        rows, numbers = [rows[i] for i in keep], [numbers[i] for i in keep]
+    has_header = bool(rows) and header is not None and rows[0][0].strip() == header
     if has_header:
-        names = [n.strip() for n in _fields(numbered[0][1], delimiter)]
-        numbered = numbered[1:]
-        columns = {n: i for i, n in enumerate(names) if n}
+        columns = {n.strip(): i for i, n in enumerate(rows[0]) if n.strip()}
+        rows, numbers = rows[1:], numbers[1:]
     else:
         columns = {n: i for i, n in enumerate(default_columns)}
     need = max(min_fields, 1)
-    rows, numbers = [], []
-    for lineno, line in numbered:
-        fields = _fields(line, delimiter)
-        if len(fields) < need:
-            raise LayoutError(f"dataset '{dataset}': malformed row at {path}:{lineno}: expected at least "
-                              f"{need} {_delim_name(delimiter)}-separated fields, got {len(fields)}: "
-                              f"{line[:200]!r}; {hint(section)}")
-        rows.append(fields)
-        numbers.append(lineno)
+    short = next((i for i, r in enumerate(rows) if len(r) < need), None)
+    if short is not None:
+        line = delimiter.join(rows[short])
+        raise LayoutError(f"dataset '{dataset}': malformed row at {path}:{numbers[short]}: expected at least "
+                          f"{need} {_delim_name(delimiter)}-separated fields, got {len(rows[short])}: "
+                          f"{line[:200]!r}; {hint(section)}")
     return Table(path=path, columns=columns, rows=rows, line_numbers=numbers, has_header=has_header)
 
 
-def _fields(line: str, delimiter: str) -> list[str]:
+def split_fields(line: str, delimiter: str) -> list[str]:
     if delimiter == "," and '"' in line:   # quoted CSV field (commas inside a licence or label)
         return next(csv.reader([line]))
     return line.split(delimiter)
@@ -223,7 +225,7 @@ class DirIndex:
         return got
 
     def exists(self, path: str) -> bool:
-        folder, name = os.path.split(path)
+        folder, _, name = path.rpartition(os.sep)
         return name in self.names(folder)
 
 
@@ -231,7 +233,14 @@ def check_audio(dataset: str, paths: Sequence[str], listed_in: str, section: str
                 index: DirIndex | None = None) -> None:
     """Raise one LayoutError counting every listed clip whose audio file is absent."""
     index = index or DirIndex()
-    missing = [p for p in paths if not index.exists(p)]
+    missing = []
+    folder, names = None, frozenset()
+    for p in paths:   # clips of one folder come in runs: look the folder's name set up once per run
+        d, _, name = p.rpartition(os.sep)
+        if d != folder:
+            folder, names = d, index.names(d)
+        if name not in names:
+            missing.append(p)
     if missing:
         shown = ", ".join(missing[:FIRST_FEW]) + (", ..." if len(missing) > FIRST_FEW else "")
         raise LayoutError(f"dataset '{dataset}': {len(missing)} of {len(paths)} clips listed in {listed_in} "
@@ -241,12 +250,17 @@ def check_audio(dataset: str, paths: Sequence[str], listed_in: str, section: str
 
 def sorted_clips(clips: list[Clip], base: str) -> list[Clip]:
     """Clips in order of their path relative to `base`, so every machine lists the same order
-    whatever the metadata row order or the file system's directory order."""
-    cut = len(base.rstrip(os.sep)) + 1
-    return sorted(clips, key=lambda c: c.path[cut:] if c.path.startswith(base) else c.path)
+    whatever the metadata row order or the file system's directory order. (All paths share the
+    `base` prefix, so sorting the absolute paths gives that order.)"""
+    return sorted(clips, key=_path_of)
+
+
+def _path_of(clip: Clip) -> str:
+    return clip.path
 
 
 def join(base: str, rel: str) -> str:
     """`base/rel` for a metadata path written with '/' (or '\\' in hand-made copies)."""
-    rel = rel.strip().replace("\\", "/").lstrip("/")
+    if "\\" in rel or rel[:1] in ("/", " ") or rel[-1:] == " ":
+        rel = rel.strip().replace("\\", "/").lstrip("/")
     return base + os.sep + rel.replace("/", os.sep) if os.sep != "/" else base + "/" + rel

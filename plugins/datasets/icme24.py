@@ -79,7 +79,9 @@ def _label_file(root: str, audio: str, given: str | None) -> str:
         if not os.path.isfile(path):
             raise L.missing_file(NAME, path, SECTION, what="label file (option 'labels')")
         return path
-    folders = (root, os.path.join(root, "data"), audio, os.path.join(audio, "data"), os.path.dirname(audio))
+    parent = os.path.dirname(audio)
+    folders = (root, os.path.join(root, "data"), audio, os.path.join(audio, "data"), parent,
+               os.path.join(parent, "data"))
     candidates = [os.path.join(d, n) for n in LABEL_FILES for d in folders]
     found = L.first_existing(candidates)
     if found is None:

@@ -42,40 +42,45 @@ def build(request: DatasetRequest) -> list[Clip]:
         i_label = table.optional("scene_label")
         for r, row in enumerate(table.rows):
             rel = row[i_file].strip()
-            info = meta.get(rel.rsplit("/", 1)[-1])
+            info = meta.get(rel.rpartition("/")[2])
             if info is None:   # not in meta.csv: fall back to the fold list and the file-name convention
-                info = _from_name(rel, row[i_label].strip() if i_label is not None and i_label < len(row) else "")
-                if not info[0]:
+                label, identifier, device = _from_name(
+                    rel, row[i_label].strip() if i_label is not None and i_label < len(row) else "")
+                if not label:
                     raise L.malformed(NAME, table.where(r), f"{rel!r} is in neither meta.csv nor labelled "
                                       f"here", SECTION)
-            label, identifier, device = info
-            clips.append(Clip(path=L.join(base, rel), label=label, split=split,
-                              extra={"device": device, "city": identifier.split("-", 1)[0],
-                                     "identifier": identifier}))
+                info = (label, _extra(identifier, device))
+            clips.append(Clip(path=L.join(base, rel), label=info[0], split=split, extra=info[1]))
     L.check_audio(NAME, [c.path for c in clips], " and ".join(listed_in), SECTION)
     return L.sorted_clips(clips, base)
 
 
-def _read_meta(path: str) -> dict[str, tuple[str, str, str]]:
-    """file name -> (scene_label, identifier, device), columns matched by header name."""
+def _read_meta(path: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """file name -> (scene_label, extras), columns matched by header name."""
     table = L.read_table(path, "\t", NAME, SECTION, header="filename", default_columns=META_COLUMNS,
                          min_fields=2)
     i_file = table.index("filename", NAME, SECTION)
     i_label = table.index("scene_label", NAME, SECTION)
     i_id, i_dev = table.optional("identifier"), table.optional("source_label")
     need = max(i_file, i_label) + 1
-    out: dict[str, tuple[str, str, str]] = {}
+    both = i_id is not None and i_dev is not None
+    width = max(i_id, i_dev) + 1 if both else 0
+    out: dict[str, tuple[str, dict[str, str]]] = {}
     for r, row in enumerate(table.rows):
         if len(row) < need:
             raise L.malformed(NAME, table.where(r), f"expected {len(table.columns)} TAB-separated fields, "
                               f"got {len(row)}", SECTION)
         rel = row[i_file].strip()
-        if i_id is not None and i_dev is not None and len(row) > max(i_id, i_dev):
+        if both and len(row) >= width:
             ident, dev = row[i_id].strip(), row[i_dev].strip()
         else:   # an older copy without these columns: the file-name convention carries them too
             _, ident, dev = _from_name(rel, "")
-        out[rel.rsplit("/", 1)[-1]] = (row[i_label].strip(), ident, dev)
+        out[rel.rpartition("/")[2]] = (row[i_label].strip(), _extra(ident, dev))
     return out
+
+
+def _extra(identifier: str, device: str) -> dict[str, str]:
+    return {"device": device, "city": identifier.partition("-")[0], "identifier": identifier}
 
 
 def _from_name(rel: str, label: str) -> tuple[str, str, str]:

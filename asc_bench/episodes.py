@@ -1,0 +1,350 @@
+"""Deterministic, vectorised N-way K-shot episode sampling.
+
+Episodes depend only on (labels, splits, class names, sampling params, seed, spec_hash, dataset
+fingerprint), never on embeddings, so every encoder evaluated on a task with a seed sees the same
+episodes on any machine and thread count (numpy's PCG64 stream and integer sorting are platform
+independent; no threads or BLAS are involved).
+
+Randomness. ``make_rng(seed, spec_hash, fingerprint, purpose)`` builds
+``Generator(PCG64(SeedSequence([seed, *words])))`` where ``words`` are the eight 32-bit words of
+sha256("asc-bench/rng/1\\0" + spec_hash + "\\0" + fingerprint + "\\0" + purpose). The sampler's
+purpose string also holds the canonical JSON of the sampling params, so a k_shot sweep under one
+spec_hash still gets its own stream.
+
+Algorithm (per block of episodes; the block size is a fixed function of N and the class size, so
+results do not depend on the machine):
+1. Classes: every eligible class gets a unique random 64-bit key per episode (random high bits,
+   class position in the low bits); the N smallest keys are the episode's classes, in key order
+   (``n_way: all`` = a random permutation of all eligible classes).
+2. Clips: each class's clips are laid out as [support-only | both | query-only] (row order inside
+   each group); every slot gets a unique random key. Support = the K smallest keys among the
+   support-eligible slots. Without split constraints the queries are the next Q keys (the order
+   of i.i.d. keys is a uniform random permutation, so support and queries are a uniform random
+   disjoint draw). With split constraints a second, independent key draw orders the remaining
+   query-eligible slots (reusing the first draw would bias queries towards query-only clips).
+3. ``n_query: rest`` takes every remaining query-eligible clip: classes then have different
+   numbers of queries, so the query array is padded to the largest possible count with index -1
+   and ``query_mask`` marks the real entries.
+
+Layout of the result: ``support_idx[E, N, K]`` clip rows, ``query_idx[E, N*Q]`` clip rows grouped
+by way (way n owns columns n*Q .. n*Q+Q-1), ``query_mask[E, N*Q]``, ``classes[E, N]`` class
+indices; ``query_way[N*Q]`` is the true way position of every query column.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from asc_bench.api import AscBenchError, UsageError
+
+_RNG_TAG = "asc-bench/rng/1"
+_HASH_TAG = b"asc-bench/episodes/1"
+_BLOCK_ELEMENTS = 1 << 22      # keys drawn per block: bounds memory at 32 MiB per key matrix
+
+SAMPLING_KEYS = ("n_way", "k_shot", "n_query", "episodes", "class_pool", "support_split",
+                 "query_split", "exclude_small_classes")
+
+
+def seed_words(seed: int, spec_hash: str = "", fingerprint: str = "", purpose: str = "") -> list[int]:
+    """Seed entropy: [seed, 8 words of sha256(tag, spec_hash, fingerprint, purpose)]."""
+    if int(seed) < 0:
+        raise UsageError(f"seed must be >= 0, got {seed}")
+    text = "\0".join([_RNG_TAG, str(spec_hash), str(fingerprint), str(purpose)])
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return [int(seed)] + [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 32, 4)]
+
+
+def make_rng(seed: int, spec_hash: str = "", fingerprint: str = "",
+             purpose: str = "") -> np.random.Generator:
+    """A PCG64 generator whose stream depends only on the four arguments."""
+    ss = np.random.SeedSequence(seed_words(seed, spec_hash, fingerprint, purpose))
+    return np.random.Generator(np.random.PCG64(ss))
+
+
+# ------------------------------------------------------------------------------------------ params
+def _names(value: Any, key: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UsageError(f"protocol param {key} must be a non-empty list of names, got {value!r}")
+    return tuple(sorted({str(v) for v in value}))
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise UsageError(f"protocol param {key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class EpisodeParams:
+    """Validated sampling params (see the task schema): n_way int|"all", n_query int|"rest"."""
+
+    n_way: int | str
+    k_shot: int
+    n_query: int | str
+    episodes: int
+    class_pool: tuple[str, ...] | None = None
+    support_split: tuple[str, ...] | None = None
+    query_split: tuple[str, ...] | None = None
+    exclude_small_classes: bool = False
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None
+                    ) -> "EpisodeParams":
+        merged = {**(defaults or {}), **{k: v for k, v in params.items() if k in SAMPLING_KEYS}}
+        missing = [k for k in ("n_way", "k_shot", "n_query", "episodes") if k not in merged]
+        if missing:
+            raise UsageError(f"episode sampling needs protocol params {missing}")
+        n_way = merged["n_way"]
+        if n_way != "all":
+            n_way = _positive_int(n_way, "n_way")
+            if n_way < 2:
+                raise UsageError("n_way must be at least 2 (or 'all')")
+        n_query = merged["n_query"]
+        if n_query != "rest":
+            n_query = _positive_int(n_query, "n_query")
+        excl = merged.get("exclude_small_classes", False)
+        if not isinstance(excl, bool):
+            raise UsageError(f"exclude_small_classes must be true or false, got {excl!r}")
+        return cls(n_way, _positive_int(merged["k_shot"], "k_shot"), n_query,
+                   _positive_int(merged["episodes"], "episodes"),
+                   _names(merged.get("class_pool"), "class_pool"),
+                   _names(merged.get("support_split"), "support_split"),
+                   _names(merged.get("query_split"), "query_split"), excl)
+
+    def canonical(self) -> dict[str, Any]:
+        return {"n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query,
+                "episodes": self.episodes,
+                "class_pool": list(self.class_pool) if self.class_pool else None,
+                "support_split": list(self.support_split) if self.support_split else None,
+                "query_split": list(self.query_split) if self.query_split else None,
+                "exclude_small_classes": self.exclude_small_classes}
+
+
+# ---------------------------------------------------------------------------------------- episodes
+@dataclass
+class Episodes:
+    support_idx: np.ndarray        # [E, N, K] int64 clip rows
+    query_idx: np.ndarray          # [E, N*Q] int64 clip rows, -1 where padded
+    query_mask: np.ndarray         # [E, N*Q] bool
+    classes: np.ndarray            # [E, N] int64 class indices
+    n_query: int                   # Q (the padded width per way when n_query is "rest")
+    excluded_classes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.support_idx.shape[0])
+
+    @property
+    def n_way(self) -> int:
+        return int(self.support_idx.shape[1])
+
+    @property
+    def k_shot(self) -> int:
+        return int(self.support_idx.shape[2])
+
+    @property
+    def query_way(self) -> np.ndarray:
+        """[N*Q] true way position of every query column."""
+        return np.repeat(np.arange(self.n_way, dtype=np.int64), self.n_query)
+
+    @property
+    def hash(self) -> str:
+        return episode_hash(self.support_idx, self.query_idx, self.query_mask, self.classes)
+
+
+def episode_hash(*arrays: np.ndarray) -> str:
+    """sha256 hex over the arrays' shapes and little-endian int64/bool bytes, in the given order."""
+    h = hashlib.sha256(_HASH_TAG)
+    for arr in arrays:
+        a = np.asarray(arr)
+        a = a.astype(np.bool_ if a.dtype == np.bool_ else "<i8", copy=False)
+        h.update(json.dumps([str(a.dtype), list(a.shape)]).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class _Table:
+    """Eligible classes and their clips laid out as [support-only | both | query-only]."""
+
+    class_ids: np.ndarray          # [C] class index
+    rows: np.ndarray               # [C, M] clip rows, -1 padded
+    n_a: np.ndarray                # [C] support-only count
+    n_ab: np.ndarray               # [C] support-eligible count (a + b)
+    n_tot: np.ndarray              # [C] all usable clips (a + b + c)
+
+
+def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequence[str],
+                 p: EpisodeParams, notes: list[str]) -> tuple[_Table, list[str]]:
+    n_classes = len(classes)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise AscBenchError("labels must index into the class list")
+    split_arr = np.array(["" if s is None else str(s) for s in splits], dtype=object)
+    if split_arr.size != labels.size:
+        raise AscBenchError(f"{labels.size} labels but {split_arr.size} split entries")
+    sup_ok = (np.isin(split_arr, list(p.support_split)) if p.support_split
+              else np.ones(labels.size, bool))
+    qry_ok = (np.isin(split_arr, list(p.query_split)) if p.query_split
+              else np.ones(labels.size, bool))
+    for key, wanted in (("support_split", p.support_split), ("query_split", p.query_split)):
+        unknown = sorted(set(wanted or ()) - set(split_arr.tolist()))
+        if unknown:
+            raise UsageError(f"{key} names split(s) {unknown} that no clip has; splits present: "
+                             f"{sorted(set(split_arr.tolist()) - {''})}")
+    if p.class_pool is not None:
+        unknown = sorted(set(p.class_pool) - set(classes))
+        if unknown:
+            raise UsageError(f"class_pool names unknown classes {unknown}")
+        pool = sorted(classes.index(c) for c in p.class_pool)
+    else:
+        pool = list(range(n_classes))
+
+    # group id per clip: 0 support-only, 1 both, 2 query-only, 3 unusable; lexsort keeps row order
+    group = np.where(sup_ok & qry_ok, 1, np.where(sup_ok, 0, np.where(qry_ok, 2, 3)))
+    order = np.lexsort((np.arange(labels.size), group, labels))
+    counts = np.stack([np.bincount(labels[group == g], minlength=n_classes) for g in range(3)], 1)
+    q_need = 1 if p.n_query == "rest" else int(p.n_query)
+    k = p.k_shot
+    a, b, c = counts[:, 0], counts[:, 1], counts[:, 2]
+    # the support may use up to min(K, b) "both" clips; the queries must survive the worst case
+    ok = (a + b >= k) & (c + b - np.minimum(k, b) >= q_need)
+    small = [classes[i] for i in pool if not ok[i]]
+    if small:
+        what = (f"{k} support + {'at least 1' if p.n_query == 'rest' else q_need} query clip(s)"
+                + (" within the support/query splits" if p.support_split or p.query_split else ""))
+        if not p.exclude_small_classes:
+            detail = ", ".join(f"{classes[i]} ({int(a[i] + b[i] + c[i])})" for i in pool
+                               if not ok[i])
+            raise AscBenchError(f"{len(small)} class(es) have fewer clips than {what}: {detail}. "
+                                f"Lower k_shot/n_query, or set exclude_small_classes: true to "
+                                f"leave them out (recorded in the result notes).")
+        notes.append(f"excluded {len(small)} class(es) with fewer clips than {what}: "
+                     + ", ".join(small))
+    keep = np.array([i for i in pool if ok[i]], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=n_classes))])
+    n_tot = (a + b + c)[keep]
+    width = int(n_tot.max()) if keep.size else 0
+    rows = np.full((keep.size, width), -1, dtype=np.int64)
+    for j, ci in enumerate(keep):
+        members = order[starts[ci]:starts[ci + 1]]
+        members = members[group[members] < 3]
+        rows[j, :members.size] = members
+    return _Table(keep, rows, a[keep], (a + b)[keep], n_tot), small
+
+
+def _partial_shuffle(rng: np.random.Generator, n: np.ndarray, steps: int,
+                     perm: np.ndarray) -> np.ndarray:
+    """Fisher-Yates, first `steps` steps, on every row of perm[R, W] restricted to its first n[r].
+
+    Step j swaps slot j with slot j + U{0 .. n - j - 1} (exact integers from the generator; rows
+    with n - j <= 0 swap j with itself, still consuming one draw so the stream stays aligned).
+    Afterwards perm[r, :min(steps, n[r])] is a uniform random ordered sample without replacement
+    of perm[r, :n[r]].
+    """
+    rows, width = perm.shape
+    flat = perm.reshape(-1)
+    base = np.arange(rows, dtype=np.int64) * width
+    n = n.astype(np.int64)
+    n0 = int(n[0]) if n.size and np.all(n == n[0]) else None
+    for j in range(min(steps, width)):
+        # a scalar bound draws the same stream as an equal array bound, only faster
+        r = (rng.integers(0, max(n0 - j, 1), size=rows) if n0 is not None
+             else rng.integers(0, np.maximum(n - j, 1)))
+        a = base + j
+        b = a + r
+        tmp = flat[b]
+        flat[b] = flat[a]
+        flat[a] = tmp
+    return perm
+
+
+def _identity(rows: int, width: int) -> np.ndarray:
+    return np.broadcast_to(np.arange(width, dtype=np.int32), (rows, width)).copy()
+
+
+def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | None] | None,
+                    params: Mapping[str, Any] | EpisodeParams, seed: int, *,
+                    classes: Sequence[str] | None = None, spec_hash: str = "",
+                    fingerprint: str = "") -> Episodes:
+    """Sample episodes (see the module docstring); raises AscBenchError listing too-small classes."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.ndim != 1:
+        raise AscBenchError("labels must be 1-D")
+    p = params if isinstance(params, EpisodeParams) else EpisodeParams.from_params(params)
+    n_classes = int(labels.max()) + 1 if labels.size else 0
+    class_names = list(classes) if classes is not None else [str(i) for i in range(n_classes)]
+    split_list = list(splits) if splits is not None else [None] * labels.size
+    notes: list[str] = []
+    table, excluded = _build_table(labels, split_list, class_names, p, notes)
+    n_cls = table.class_ids.size
+    n_way = n_cls if p.n_way == "all" else int(p.n_way)
+    if n_cls < max(2, n_way):
+        raise AscBenchError(f"{n_way}-way episodes need {n_way} classes with enough clips; only "
+                            f"{n_cls} qualify ({len(class_names)} in the dataset"
+                            f"{', after exclusions' if excluded else ''}). Lower n_way.")
+    k = p.k_shot
+    constrained = p.support_split is not None or p.query_split is not None
+    # the largest number of queries a class can give (pads "rest")
+    q_cap = table.n_tot - table.n_a - np.maximum(0, k - table.n_a)
+    q = int(q_cap.max()) if p.n_query == "rest" else int(p.n_query)
+    width = table.rows.shape[1]
+    purpose = "episodes:" + json.dumps(p.canonical(), sort_keys=True)
+    rng = make_rng(seed, spec_hash, fingerprint, purpose)
+
+    e_total = p.episodes
+    block = max(1, _BLOCK_ELEMENTS // max(1, n_way * width, n_cls))
+    sup_out = np.empty((e_total, n_way, k), dtype=np.int64)
+    qry_out = np.empty((e_total, n_way, q), dtype=np.int64)
+    msk_out = np.empty((e_total, n_way, q), dtype=bool)
+    cls_out = np.empty((e_total, n_way), dtype=np.int64)
+    for start in range(0, e_total, block):
+        stop = min(e_total, start + block)
+        e = stop - start
+        chosen = _partial_shuffle(rng, np.full(e, n_cls), n_way, _identity(e, n_cls))[:, :n_way]
+        chosen = chosen.astype(np.int64).reshape(-1)                       # [e*N] table rows
+        n_tot = table.n_tot[chosen]
+        if not constrained:
+            steps = k + q if p.n_query != "rest" else width - 1
+            perm = _partial_shuffle(rng, n_tot, steps, _identity(e * n_way, width))
+            sup_pos, qry_pos = perm[:, :k], perm[:, k:k + q]
+            n_valid = n_tot - k
+        else:
+            perm = _partial_shuffle(rng, table.n_ab[chosen], k, _identity(e * n_way, width))
+            sup_pos = perm[:, :k]
+            slot = np.arange(width)
+            eligible = ((slot >= k) & (perm >= table.n_a[chosen][:, None])
+                        & (perm < n_tot[:, None]))
+            # eligible slots first (stable), then shuffle only those
+            compact = np.take_along_axis(perm, np.argsort(~eligible, axis=1, kind="stable"), 1)
+            n_valid = eligible.sum(1)
+            steps = q if p.n_query != "rest" else width - 1
+            qperm = _partial_shuffle(rng, n_valid, steps, _identity(e * n_way, width))
+            qry_pos = np.take_along_axis(compact, qperm[:, :q].astype(np.int64), 1)
+        if qry_pos.shape[1] < q:
+            qry_pos = np.concatenate([qry_pos, np.zeros((qry_pos.shape[0], q - qry_pos.shape[1]),
+                                                        qry_pos.dtype)], 1)
+        mask = np.arange(q) < n_valid[:, None]
+        flat_rows = table.rows.reshape(-1)
+        offset = (chosen * width)[:, None]
+        sup = flat_rows[offset + sup_pos]
+        qry = np.where(mask, flat_rows[offset + qry_pos], -1)
+        sup_out[start:stop] = sup.reshape(e, n_way, k)
+        qry_out[start:stop] = qry.reshape(e, n_way, q)
+        msk_out[start:stop] = mask.reshape(e, n_way, q)
+        cls_out[start:stop] = table.class_ids[chosen].reshape(e, n_way)
+    if p.n_query == "rest":
+        notes.append(f"n_query 'rest': up to {q} queries per class, padded and masked; episode "
+                     f"accuracy is over that episode's real queries")
+    if p.n_way == "all":
+        notes.append(f"n_way 'all' = {n_way} classes")
+    return Episodes(sup_out, qry_out.reshape(e_total, n_way * q), msk_out.reshape(e_total, -1),
+                    cls_out, q, excluded, notes)

@@ -1,0 +1,115 @@
+"""Time the vectorised few-shot path against a straightforward per-episode torch loop.
+
+    python benchmarks/episodes.py [--episodes 10000] [--repeat 7] [--loop-repeat 2]
+
+Data: 2,000 clips of random float32 embeddings (D = 768), 50 classes x 40 clips. Task: 5-way
+1-shot episodes, 15 queries per class. Vectorised = asc_bench.episodes.sample_episodes +
+asc_bench_plugins.protocols.prototype.prototype_accuracy (one Gram matrix, index arithmetic).
+Loop = for every episode: draw the classes and clips with numpy (Generator.choice), build the
+prototypes, one torch.cdist, argmin. The loop is also timed on the vectorised episodes (scoring
+only), which checks that both give the same accuracies. Times are the best of --repeat runs
+(other processes on a small machine make single timings noisy). Target: vectorised sampling +
+scoring of 10,000 episodes <= 0.1 s and >= 30x faster than the loop.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+
+from asc_bench.episodes import sample_episodes
+from asc_bench_plugins.protocols.prototype import prototype_accuracy
+
+N_CLASSES, PER_CLASS, DIM = 50, 40, 768
+N_WAY, K_SHOT, N_QUERY = 5, 1, 15
+
+
+def best_of(fn, repeat: int):
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), float(np.median(times)), out
+
+
+def loop_score(x: torch.Tensor, support: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Per-episode torch loop on given episodes: prototypes, one cdist, argmin."""
+    acc = np.empty(support.shape[0])
+    target = torch.arange(N_WAY).repeat_interleave(N_QUERY)
+    for e in range(support.shape[0]):
+        protos = x[torch.from_numpy(support[e])].mean(1)               # [N, D]
+        q = x[torch.from_numpy(query[e])]                               # [N*Q, D]
+        pred = torch.cdist(q, protos).argmin(1)
+        acc[e] = (pred == target).double().mean().item()
+    return acc
+
+
+def loop_sample_and_score(x: torch.Tensor, labels: np.ndarray, episodes: int) -> np.ndarray:
+    """The straightforward baseline: sample each episode with numpy, then score it."""
+    rng = np.random.default_rng(0)
+    by_class = [np.flatnonzero(labels == c) for c in range(N_CLASSES)]
+    support = np.empty((1, N_WAY, K_SHOT), np.int64)
+    query = np.empty((1, N_WAY * N_QUERY), np.int64)
+    acc = np.empty(episodes)
+    for e in range(episodes):
+        classes = rng.choice(N_CLASSES, N_WAY, replace=False)
+        for n, c in enumerate(classes):
+            pick = rng.choice(by_class[c], K_SHOT + N_QUERY, replace=False)
+            support[0, n] = pick[:K_SHOT]
+            query[0, n * N_QUERY:(n + 1) * N_QUERY] = pick[K_SHOT:]
+        acc[e] = loop_score(x, support, query)[0]
+    return acc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--episodes", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--loop-repeat", type=int, default=2)
+    args = ap.parse_args()
+
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((N_CLASSES * PER_CLASS, DIM)).astype(np.float32)
+    labels = np.repeat(np.arange(N_CLASSES), PER_CLASS)
+    params = {"n_way": N_WAY, "k_shot": K_SHOT, "n_query": N_QUERY, "episodes": args.episodes}
+    x_t = torch.from_numpy(x_np)
+
+    sample = lambda: sample_episodes(labels, None, params, 0, spec_hash="bench", fingerprint="rand")
+    t_sample, m_sample, ep = best_of(sample, args.repeat)
+    t_score, m_score, acc = best_of(lambda: prototype_accuracy(x_np, ep), args.repeat)
+    t_both, m_both, _ = best_of(lambda: prototype_accuracy(x_np, sample()), args.repeat)
+    support = ep.support_idx
+    query = ep.query_idx
+    t_loop_score, _, acc_loop = best_of(lambda: loop_score(x_t, support, query), args.loop_repeat)
+    t_loop, _, _ = best_of(lambda: loop_sample_and_score(x_t, labels, args.episodes),
+                           args.loop_repeat)
+    agree = float(np.mean(acc == acc_loop))
+
+    e = args.episodes
+    print(f"{e} episodes, {N_WAY}-way {K_SHOT}-shot, {N_QUERY} queries/class, "
+          f"{N_CLASSES * PER_CLASS} clips x D={DIM}; {os.cpu_count()} CPUs, "
+          f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print(f"{'step':<44}{'best s':>9}{'median s':>10}{'us/episode':>12}")
+    rows = [("vectorised: sample episodes", t_sample, m_sample),
+            ("vectorised: score (Gram + gather)", t_score, m_score),
+            ("vectorised: sample + score", t_both, m_both),
+            ("torch loop: score only (same episodes)", t_loop_score, None),
+            ("torch loop: sample + score", t_loop, None)]
+    for name, best, med in rows:
+        med_text = f"{med:>10.4f}" if med is not None else f"{'':>10}"
+        print(f"{name:<44}{best:>9.4f}{med_text}{best / e * 1e6:>12.2f}")
+    print(f"speed-up (loop sample+score / vectorised sample+score): {t_loop / t_both:.1f}x")
+    print(f"speed-up (loop score only / vectorised sample+score):   {t_loop_score / t_both:.1f}x")
+    print(f"episodes with identical accuracy, vectorised vs loop: {agree * 100:.2f}%; "
+          f"mean accuracy {acc.mean():.4f} vs {acc_loop.mean():.4f}")
+    print(f"target: sample+score <= 0.1 s: {'met' if t_both <= 0.1 else 'NOT met'}; "
+          f">= 30x the loop: {'met' if t_loop / t_both >= 30 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()

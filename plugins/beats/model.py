@@ -1,0 +1,302 @@
+"""The BEATs network (iter3 family) with the official state-dict names, written from the spec.
+
+Input is the normalised Kaldi filterbank (B, T, 128); see `asc_bench.frontends`. Two deliberate
+departures from the official code that do not change the maths: attention runs through
+`scaled_dot_product_attention` with the gated relative bias as an additive mask (q, k and v in one
+matmul), and in inference the grouped positional convolution is evaluated with FFTs (`pos_conv.py`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asc_bench_plugins.beats.pos_conv import PosConv
+
+_TRAINING_ONLY = {"dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input",
+                  "layer_wise_gradient_decay_ratio", "predictor_dropout"}
+
+
+@dataclass(frozen=True)
+class BEATsConfig:
+    """The fields of the official `cfg` dict that shape inference (defaults: BEATs iter3)."""
+
+    encoder_layers: int = 12
+    encoder_embed_dim: int = 768
+    encoder_ffn_embed_dim: int = 3072
+    encoder_attention_heads: int = 12
+    activation_fn: str = "gelu"
+    layer_norm_first: bool = False
+    conv_bias: bool = False
+    conv_pos: int = 128
+    conv_pos_groups: int = 16
+    relative_position_embedding: bool = True
+    num_buckets: int = 320
+    max_distance: int = 800
+    gru_rel_pos: bool = True
+    deep_norm: bool = True
+    input_patch_size: int = 16
+    embed_dim: int = 512
+    finetuned_model: bool = False
+    predictor_class: int = 527
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping[str, Any]) -> "BEATsConfig":
+        """Build from a checkpoint's `cfg`; training-only and unknown fields are ignored as upstream does."""
+        known = {f.name for f in fields(cls)}
+        cfg = {k: v for k, v in cfg.items() if k in known}
+        config = cls(**cfg)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.layer_norm_first:
+            raise ValueError("BEATs cfg has layer_norm_first=True; only the released post-LN layout "
+                             "(layer_norm_first=False, all iter3 checkpoints) is implemented")
+        if self.activation_fn != "gelu":
+            raise ValueError(f"BEATs cfg activation_fn={self.activation_fn!r}; only 'gelu' is implemented")
+        if self.encoder_embed_dim % self.encoder_attention_heads:
+            raise ValueError("encoder_embed_dim must be a multiple of encoder_attention_heads")
+        if self.encoder_embed_dim % self.conv_pos_groups:
+            raise ValueError("encoder_embed_dim must be a multiple of conv_pos_groups")
+
+    @property
+    def head_dim(self) -> int:
+        return self.encoder_embed_dim // self.encoder_attention_heads
+
+    @property
+    def deep_norm_alpha(self) -> float:
+        return (2.0 * self.encoder_layers) ** 0.25 if self.deep_norm else 1.0
+
+    @property
+    def mel_patches(self) -> int:
+        return 128 // self.input_patch_size
+
+
+def relative_position_bucket(query_len: int, key_len: int, num_buckets: int, max_distance: int,
+                             device: torch.device | None = None) -> torch.Tensor:
+    """T5-style bidirectional buckets (query_len, key_len) of the offset key - query."""
+    offset = torch.arange(key_len, device=device)[None, :] - torch.arange(query_len, device=device)[:, None]
+    half = num_buckets // 2
+    exact = half // 2
+    bucket = (offset > 0).long() * half
+    dist = offset.abs()
+    # log of 0 never reaches the result (those offsets are "small"); clamp to keep it finite.
+    scaled = torch.log(dist.clamp(min=1).float() / exact) / math.log(max_distance / exact) * (half - exact)
+    large = torch.clamp(exact + scaled.long(), max=half - 1)
+    return bucket + torch.where(dist < exact, dist, large)
+
+
+class MaskBuffer:
+    """Memory for the (B, H, P, P) attention mask, handed from layer to layer within one forward."""
+
+    def __init__(self) -> None:
+        self.tensor: torch.Tensor | None = None
+
+    def get(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        t = self.tensor
+        if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+            t = self.tensor = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return t
+
+
+class MultiheadAttention(nn.Module):
+    """Self-attention with the gated relative position bias (official parameter names)."""
+
+    def __init__(self, cfg: BEATsConfig, relative_attention_bias: nn.Embedding | None):
+        super().__init__()
+        dim, self.num_heads, self.head_dim = cfg.encoder_embed_dim, cfg.encoder_attention_heads, cfg.head_dim
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.gru_rel_pos = cfg.gru_rel_pos
+        if cfg.gru_rel_pos:
+            self.grep_linear = nn.Linear(self.head_dim, 8)
+            self.grep_a = nn.Parameter(torch.ones(1, self.num_heads, 1, 1))
+        # One table shared by every layer (stored under each layer's key, as upstream saves it).
+        self.relative_attention_bias = relative_attention_bias
+
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
+                key_mask: torch.Tensor | None, scratch: "MaskBuffer | None" = None) -> torch.Tensor:
+        """x (B, P, D); position_bias (H, P, P) or None; key_mask (B, 1, 1, P) additive (0 / -inf) or None.
+
+        `scratch` (inference only) lends the (B, H, P, P) mask memory, reused by every layer.
+        """
+        batch, length, dim = x.shape
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        qkv = F.linear(x, weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                  # (B, H, P, hd) each
+        mask = key_mask
+        if position_bias is not None and self.gru_rel_pos:
+            # The gate is computed from the unscaled query (projection incl. bias), per head and query.
+            ab = torch.sigmoid(self.grep_linear(q).view(batch, self.num_heads, length, 2, 4).sum(-1))
+            gate_a, gate_b = ab[..., :1], ab[..., 1:]
+            gate = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0).to(q.dtype)        # (B, H, P, 1)
+            bias = position_bias.to(q.dtype)
+            out = None if scratch is None else scratch.get((batch, self.num_heads, length, length), q)
+            # One pass over the (B, H, P, P) mask: gate * bias (+ key mask), written into reused memory.
+            if key_mask is None:
+                mask = torch.mul(gate, bias, out=out) if out is not None else gate * bias
+            else:
+                key_mask = key_mask.to(q.dtype)
+                mask = (torch.addcmul(key_mask, gate, bias, out=out) if out is not None
+                        else torch.addcmul(key_mask, gate, bias))
+        elif position_bias is not None:
+            mask = position_bias if key_mask is None else position_bias + key_mask
+        if mask is not None:
+            mask = mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim ** -0.5)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN transformer layer with the deep-norm residual factor."""
+
+    def __init__(self, cfg: BEATsConfig, relative_attention_bias: nn.Embedding | None):
+        super().__init__()
+        dim = cfg.encoder_embed_dim
+        self.alpha = cfg.deep_norm_alpha
+        self.self_attn = MultiheadAttention(cfg, relative_attention_bias)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
+        self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
+                key_mask: torch.Tensor | None, scratch: "MaskBuffer | None" = None) -> torch.Tensor:
+        x = self.self_attn_layer_norm(x * self.alpha + self.self_attn(x, position_bias, key_mask, scratch))
+        return self.final_layer_norm(x * self.alpha + self.fc2(F.gelu(self.fc1(x))))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, cfg: BEATsConfig):
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.encoder_embed_dim
+        self.pos_conv = nn.ModuleList([PosConv(dim, cfg.conv_pos, cfg.conv_pos_groups)])
+        table = (nn.Embedding(cfg.num_buckets, cfg.encoder_attention_heads)
+                 if cfg.relative_position_embedding else None)
+        self.layers = nn.ModuleList([EncoderLayer(cfg, table) for _ in range(cfg.encoder_layers)])
+        self.layer_norm = nn.LayerNorm(dim)
+
+    def position_bias(self, length: int, device: torch.device) -> torch.Tensor | None:
+        """(H, P, P) bias looked up once and reused by every layer."""
+        table = self.layers[0].self_attn.relative_attention_bias if self.layers else None
+        if table is None:
+            return None
+        bucket = relative_position_bucket(length, length, self.cfg.num_buckets, self.cfg.max_distance, device)
+        return table(bucket).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None, upto: int | None = None,
+                keep_states: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the layers; `upto` = number of layers to run (None = all).
+
+        Returns the last computed state and, with keep_states, [input of layer 0, output of each layer].
+        """
+        key_mask = None
+        if token_mask is not None:
+            x = x.masked_fill(token_mask.unsqueeze(-1), 0.0)
+            key_mask = torch.zeros(token_mask.shape, dtype=x.dtype, device=x.device)
+            key_mask = key_mask.masked_fill(token_mask, float("-inf"))[:, None, None, :]
+        x = x + self.pos_conv[0](x)
+        x = self.layer_norm(x)
+        states = [x] if keep_states else []
+        bias = self.position_bias(x.shape[1], x.device)
+        # Without autograd the per-layer attention mask can overwrite one buffer instead of allocating.
+        scratch = None if torch.is_grad_enabled() else MaskBuffer()
+        for layer in self.layers[: self.cfg.encoder_layers if upto is None else upto]:
+            x = layer(x, bias, key_mask, scratch)
+            if keep_states:
+                states.append(x)
+        return x, states
+
+
+def frames_to_mask(mask: torch.Tensor, groups: int) -> torch.Tensor:
+    """Upstream's mask down-sampling: drop the last len % groups entries, then a group is padding only if
+    all its entries are. Applied to time-major tokens as if they were time steps (the quirk we keep)."""
+    extra = mask.shape[1] % groups
+    if extra:
+        mask = mask[:, :-extra]
+    return mask.view(mask.shape[0], groups, -1).all(-1)
+
+
+class BEATs(nn.Module):
+    def __init__(self, cfg: BEATsConfig):
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        patch = cfg.input_patch_size
+        self.patch_embedding = nn.Conv2d(1, cfg.embed_dim, patch, stride=patch, bias=cfg.conv_bias)
+        self.layer_norm = nn.LayerNorm(cfg.embed_dim)
+        self.post_extract_proj = (nn.Linear(cfg.embed_dim, cfg.encoder_embed_dim)
+                                  if cfg.embed_dim != cfg.encoder_embed_dim else None)
+        self.encoder = TransformerEncoder(cfg)
+        self.predictor = (nn.Linear(cfg.encoder_embed_dim, cfg.predictor_class) if cfg.finetuned_model
+                          else None)
+
+    def patch_tokens(self, fbank: torch.Tensor) -> torch.Tensor:
+        """(B, T, 128) -> LayerNorm'ed patch tokens (B, P, embed_dim), time-major (8 * t + f)."""
+        x = self.patch_embedding(fbank.unsqueeze(1))
+        return self.layer_norm(x.flatten(2).transpose(1, 2))
+
+    def official_token_mask(self, sample_mask: torch.Tensor, num_frames: int, num_tokens: int) -> torch.Tensor:
+        """Upstream's token mask from a sample-level mask: samples -> frames -> "tokens" (not time-aligned)."""
+        return frames_to_mask(frames_to_mask(sample_mask, num_frames), num_tokens)
+
+    def forward_tokens(self, fbank: torch.Tensor, token_mask: torch.Tensor | None = None,
+                       upto: int | None = None, keep_states: bool = False
+                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Normalised fbank (B, T, 128) and an optional token mask (B, P), True = padding."""
+        x = self.patch_tokens(fbank)
+        if self.post_extract_proj is not None:
+            x = self.post_extract_proj(x)
+        return self.encoder(x, token_mask, upto, keep_states)
+
+    def extract_features(self, fbank: torch.Tensor, padding_mask: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Upstream's `extract_features` after preprocessing: sample-level mask in, (features, token mask) out."""
+        token_mask = None
+        if padding_mask is not None:
+            num_tokens = (fbank.shape[1] // self.cfg.input_patch_size) * self.cfg.mel_patches
+            token_mask = self.official_token_mask(padding_mask, fbank.shape[1], num_tokens)
+        x, _ = self.forward_tokens(fbank, token_mask)
+        return x, token_mask
+
+    def predict(self, features: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
+        """Fine-tuned head: per-token logits averaged over unmasked tokens, then sigmoid."""
+        if self.predictor is None:
+            raise ValueError("this BEATs checkpoint has no predictor (not a fine-tuned model)")
+        logits = self.predictor(features)
+        if token_mask is None:
+            return torch.sigmoid(logits.mean(dim=1))
+        keep = (~token_mask).unsqueeze(-1).to(logits.dtype)
+        return torch.sigmoid((logits * keep).sum(dim=1) / keep.sum(dim=1))
+
+
+def flops_per_clip(cfg: BEATsConfig, num_frames: int, predictor: bool = False) -> dict[str, float]:
+    """Analytic FLOPs (2 x multiply-adds of convolutions and matmuls) of one clip, by part.
+
+    Counts the positional convolution as the direct grouped convolution the model defines, whatever
+    algorithm evaluates it.
+    """
+    patch = cfg.input_patch_size
+    tokens = (num_frames // patch) * cfg.mel_patches
+    d, ffn = cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim
+    patch_flops = 2 * tokens * cfg.embed_dim * patch * patch
+    if cfg.embed_dim != d:
+        patch_flops += 2 * tokens * cfg.embed_dim * d
+    conv = 2 * tokens * d * (d // cfg.conv_pos_groups) * cfg.conv_pos
+    per_layer = 2 * tokens * (4 * d * d + 2 * d * ffn) + 2 * 2 * tokens * tokens * d
+    if cfg.gru_rel_pos:
+        per_layer += 2 * tokens * d * 8
+    out = {"patch": float(patch_flops), "pos_conv": float(conv), "layers": float(per_layer * cfg.encoder_layers)}
+    if predictor and cfg.finetuned_model:
+        out["predictor"] = float(2 * tokens * d * cfg.predictor_class)
+    out["total"] = sum(out.values())
+    return out

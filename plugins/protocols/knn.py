@@ -1,0 +1,89 @@
+"""knn: weighted k-nearest-neighbour classification on cosine similarity, same folds as linear-probe.
+
+Embeddings are L2-normalised (float64), so cosine similarity is a dot product. For each test clip
+the k training clips with the highest similarity are its neighbours (ties broken by the lower clip
+row, via a stable sort, so the result never depends on the sort implementation). Each neighbour
+votes for its label with weight
+    exp(sim / T)      weighting "exp" (default, T = `temperature`, default 0.07; Wu et al. 2018),
+    sim               weighting "similarity" (can be negative),
+    1                 weighting "uniform";
+the class with the largest summed weight wins (ties: the lowest class index). Nothing is fitted
+beyond the per-row normalisation, so there is no train/test leakage to guard against.
+
+Score per fold = test accuracy; predictions = per-clip correctness over all folds, sorted by row.
+Params: k (default 10), weighting, temperature, folds (as linear-probe).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from asc_bench.api import EvalData, ProtocolResult, UsageError
+from asc_bench_plugins.protocols.folds import make_folds
+from asc_bench_plugins.protocols.logistic import l2_normalise
+
+_KNOWN = {"k", "weighting", "temperature", "folds"}
+_CHUNK_ELEMENTS = 1 << 23
+
+
+def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *, k: int = 10,
+                weighting: str = "exp", temperature: float = 0.07,
+                n_classes: int | None = None) -> np.ndarray:
+    """Predicted class per test row (inputs are L2-normalised here)."""
+    tr, te = l2_normalise(x_train), l2_normalise(x_test)
+    y_train = np.asarray(y_train, dtype=np.int64)
+    n_cls = int(n_classes if n_classes is not None else y_train.max() + 1)
+    k = min(k, tr.shape[0])
+    out = np.empty(te.shape[0], dtype=np.int64)
+    step = max(1, _CHUNK_ELEMENTS // max(1, tr.shape[0]))
+    for a in range(0, te.shape[0], step):
+        sim = te[a:a + step] @ tr.T                                        # [b, n_train]
+        nn = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        s = np.take_along_axis(sim, nn, 1)
+        if weighting == "exp":
+            w = np.exp((s - 1.0) / temperature)     # shifted by the max possible sim: no overflow
+        elif weighting == "similarity":
+            w = s
+        elif weighting == "uniform":
+            w = np.ones_like(s)
+        else:
+            raise UsageError(f"knn weighting must be exp, similarity or uniform, got {weighting!r}")
+        votes = np.zeros((s.shape[0], n_cls), dtype=np.float64)
+        np.add.at(votes, (np.arange(s.shape[0])[:, None], y_train[nn]), w)
+        out[a:a + step] = np.argmax(votes, axis=1)
+    return out
+
+
+def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
+    """The `knn` protocol (see the module docstring); `seed` is unused (nothing is random)."""
+    unknown = sorted(key for key in params if not key.startswith("_") and key not in _KNOWN)
+    if unknown:
+        raise UsageError(f"knn does not know params {unknown}; known: {sorted(_KNOWN)}")
+    k = params.get("k", 10)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UsageError(f"knn k must be a positive integer, got {k!r}")
+    weighting = str(params.get("weighting", "exp"))
+    temperature = float(params.get("temperature", 0.07))
+    if temperature <= 0:
+        raise UsageError(f"knn temperature must be > 0, got {temperature}")
+    folds = make_folds(data.splits, params.get("folds", "official"))
+    y = np.asarray(data.labels, dtype=np.int64)
+    scores, idx_all, ok_all = [], [], []
+    for tr, te in zip(folds.train, folds.test):
+        pred = knn_predict(data.embeddings[tr], y[tr], data.embeddings[te], k=k,
+                           weighting=weighting, temperature=temperature,
+                           n_classes=len(data.classes))
+        correct = pred == y[te]
+        scores.append(float(correct.mean()))
+        idx_all.append(te)
+        ok_all.append(correct)
+    idx = np.concatenate(idx_all)
+    ok = np.concatenate(ok_all)
+    order = np.argsort(idx, kind="stable")
+    effective = {"k": k, "weighting": weighting, "temperature": temperature,
+                 "folds": params.get("folds", "official")}
+    return ProtocolResult(scores=np.asarray(scores), episode_hash=folds.hash, unit="fold",
+                          metric="accuracy", params=effective,
+                          predictions={"index": idx[order], "correct": ok[order]},
+                          notes=[f"{len(folds.names)} fold(s): {', '.join(folds.names)}"])

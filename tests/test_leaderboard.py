@@ -1,0 +1,237 @@
+"""Leaderboard markdown/plots and `compare` on synthetic records in the result schema."""
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+
+from asc_bench import stats
+from asc_bench.api import AscBenchError
+from asc_bench.compare import compare_records
+from asc_bench.leaderboard import DAGGER, UNPAIRED, render_leaderboard, write_plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_record(task, encoder, scores, *, group="table2", seed=0, episode_hash="E1",
+                params=None, timestamp="2026-01-01T00:00:00.000000Z", n_params=1_000_000,
+                macs=None, predictions=None, spec_hash="S1", fingerprint="F1", unit="episode"):
+    scores = [float(s) for s in scores]
+    return {
+        "schema": "asc-bench/result/1", "asc_bench_version": "0.1.0", "timestamp": timestamp,
+        "task": {"name": task, "spec_hash": spec_hash, "group": group, "dataset": "esc50",
+                 "protocol": "fewshot-prototype", "description": "d"},
+        "encoder": {"name": encoder, "config": {}, "checkpoint_sha256": None, "params": n_params,
+                    "macs_per_s": macs},
+        "dataset": {"name": "esc50", "fingerprint": fingerprint, "n_clips": 100, "n_classes": 5},
+        "seed": seed,
+        "protocol": {"name": "fewshot-prototype",
+                     "params": params or {"n_way": 5, "k_shot": 1, "n_query": 15,
+                                          "episodes": len(scores)},
+                     "unit": unit, "metric": "accuracy"},
+        "episode_hash": episode_hash, "scores": scores,
+        "summary": stats.mean_ci(scores).to_summary(), "predictions": predictions,
+        "skipped_files": [], "embedding": {}, "wall_time_s": 1.0, "packages": {}, "notes": [],
+    }
+
+
+def _scores(rng, mean, n=60):
+    return np.clip(rng.normal(mean, 0.1, n), 0, 1).round(4)
+
+
+@pytest.fixture
+def records():
+    rng = np.random.default_rng(0)
+    base = _scores(rng, 0.6)
+    recs = [make_record("esc50-5w1s", "alpha", base, n_params=86_000_000, macs=2.5e9),
+            make_record("esc50-5w1s", "beta", np.clip(base + rng.normal(0.002, 0.02, 60), 0, 1)),
+            make_record("esc50-5w1s", "gamma", np.clip(base - 0.1 + rng.normal(0, 0.02, 60), 0, 1)),
+            make_record("esc50-5w1s", "delta", np.clip(base + rng.normal(0.0, 0.02, 60), 0, 1),
+                        episode_hash="OTHER", seed=1),
+            make_record("nsynth-5w1s", "alpha", _scores(rng, 0.7)),
+            make_record("nsynth-5w1s", "beta", _scores(rng, 0.5)),
+            make_record("tut17-5shot", "alpha", _scores(rng, 0.5, 10), group="contrastasc"),
+            make_record("tut17-5shot", "beta", _scores(rng, 0.52, 10), group="contrastasc")]
+    # an older record for alpha on esc50 with a much higher mean must be ignored (latest wins)
+    recs.append(make_record("esc50-5w1s", "alpha", np.full(60, 0.99),
+                            timestamp="2025-01-01T00:00:00.000000Z"))
+    for r in recs:
+        if r["encoder"]["name"] == "alpha":
+            r["encoder"].update(params=86_000_000, macs_per_s=2.5e9)
+    return recs
+
+
+def _row(md, encoder, table_index=0):
+    tables = md.split("\n## ")[1:]
+    for line in tables[table_index].splitlines():
+        if line.startswith(f"| {encoder} |"):
+            return [c.strip() for c in line.strip("|").split("|")]
+    raise AssertionError(f"no row for {encoder}")
+
+
+def test_markdown_is_byte_identical_across_renders_and_order(records):
+    first = render_leaderboard(records)
+    assert render_leaderboard(records) == first
+    for seed in range(3):
+        shuffled = records[:]
+        random.Random(seed).shuffle(shuffled)
+        assert render_leaderboard(shuffled) == first
+    assert "2026" not in first and "2025" not in first         # no timestamps
+    assert first.index("## contrastasc") < first.index("## table2")
+
+
+def test_cells_bold_and_units(records):
+    md = render_leaderboard(records)
+    assert "accuracy in %" in md and "1 decimal" in md and stats.CI_FORMULA in md
+    rows = {e: _row(md, e, 1) for e in ("alpha", "beta", "gamma", "delta")}
+    means = {r["encoder"]["name"]: np.mean(r["scores"]) for r in records
+             if r["task"]["name"] == "esc50-5w1s" and r["timestamp"].startswith("2026")}
+    best = max(means, key=means.get)
+    for enc, row in rows.items():
+        cell = row[3]
+        assert cell.startswith("**") == (enc == best), (enc, cell)
+        ci = stats.mean_ci([s for r in records for s in r["scores"]
+                            if r["encoder"]["name"] == enc and r["task"]["name"] == "esc50-5w1s"
+                            and r["timestamp"].startswith("2026")])
+        assert f"{ci.mean * 100:.1f} ± {ci.half_width * 100:.1f}" in cell
+    assert rows["alpha"][1] == "86.0M" and rows["alpha"][2] == "2.50" and rows["beta"][2] == "–"
+    assert _row(md, "gamma", 1)[4] == "–"                      # no nsynth record for gamma
+
+
+def test_dagger_matches_scipy_and_statsmodels(records):
+    md = render_leaderboard(records)
+    col = {r["encoder"]["name"]: r for r in records
+           if r["task"]["name"] == "esc50-5w1s" and r["timestamp"].startswith("2026")}
+    best = max(col, key=lambda e: np.mean(col[e]["scores"]))
+    others = sorted(e for e in col if e != best and col[e]["episode_hash"] == col[best]["episode_hash"])
+    p = [sps.ttest_rel(col[e]["scores"], col[best]["scores"]).pvalue for e in others]
+    adj = multipletests(p, method="holm")[1]
+    expect = {e: a > 0.05 for e, a in zip(others, adj)}
+    assert set(expect.values()) == {True, False}                 # the fixture exercises both
+    for e, dag in expect.items():
+        assert _row(md, e, 1)[3].endswith(DAGGER) == dag, e
+    # delta used other episodes: not tested, other mark, footnoted
+    assert _row(md, "delta", 1)[3].endswith(UNPAIRED)
+    assert f"{UNPAIRED} Not tested against the best" in md
+
+
+def test_footnotes_name_protocol_episodes_and_seed(records):
+    md = render_leaderboard(records)
+    assert "protocol fewshot-prototype" in md and "60 episodes" in md and "seed 0, 1" in md
+    assert "[1]" in md and "10 episodes" in md
+
+
+def test_sweep_variants_get_labelled_columns():
+    rng = np.random.default_rng(1)
+    recs = [make_record("esc50", enc, _scores(rng, 0.5 + 0.05 * k),
+                        params={"n_way": 5, "k_shot": k, "n_query": 15, "episodes": 60},
+                        episode_hash=f"K{k}")
+            for k in (1, 5) for enc in ("a", "b")]
+    md = render_leaderboard(recs)
+    assert "esc50 (k_shot=1) [1]" in md and "esc50 (k_shot=5) [2]" in md
+
+
+def test_empty_records():
+    assert "No result records." in render_leaderboard([])
+
+
+# -------------------------------------------------------------------------------------- compare
+def _pred(rng, n=80, p=0.7):
+    return {"index": list(range(n)), "correct": (rng.random(n) < p).tolist()}
+
+
+def test_compare_statistics_equal_scipy(records):
+    rng = np.random.default_rng(5)
+    for r in records:
+        if r["task"]["name"] == "esc50-5w1s":
+            r["predictions"] = _pred(rng)
+    cmp = compare_records(records, "esc50-5w1s", ["alpha", "beta", "gamma"])
+    col = {r["encoder"]["name"]: r for r in records
+           if r["task"]["name"] == "esc50-5w1s" and r["timestamp"].startswith("2026")}
+    a = np.array(col["alpha"]["scores"])
+    p_t, p_w = [], []
+    for pair, enc in zip(cmp.pairs, ("beta", "gamma")):
+        b = np.array(col[enc]["scores"])
+        assert (pair.encoder, pair.reference) == (enc, "alpha")
+        assert pair.mean_diff == pytest.approx(np.mean(b - a), abs=1e-15)
+        lo, hi = sps.t.interval(0.95, len(a) - 1, loc=np.mean(b - a), scale=sps.sem(b - a))
+        assert (pair.ci_low, pair.ci_high) == pytest.approx((lo, hi), abs=1e-12)
+        ref_t = sps.ttest_rel(b, a).pvalue
+        assert pair.p_t == pytest.approx(ref_t, abs=1e-12)
+        d = np.round(b - a, 12)
+        d = d[d != 0]
+        ref_w = sps.wilcoxon(d, zero_method="wilcox", correction=False,
+                             method=stats.wilcoxon_method(d)).pvalue
+        assert pair.p_wilcoxon == pytest.approx(ref_w, abs=1e-12)
+        ca = np.array(col["alpha"]["predictions"]["correct"])
+        cb = np.array(col[enc]["predictions"]["correct"])
+        n01, n10 = int(np.sum(cb & ~ca)), int(np.sum(~cb & ca))
+        assert pair.mcnemar.p_value == pytest.approx(sps.binomtest(n01, n01 + n10).pvalue,
+                                                     abs=1e-12)
+        p_t.append(ref_t)
+        p_w.append(ref_w)
+    np.testing.assert_allclose([p.p_t_holm for p in cmp.pairs],
+                               multipletests(p_t, method="holm")[1], atol=1e-12)
+    np.testing.assert_allclose([p.p_wilcoxon_holm for p in cmp.pairs],
+                               multipletests(p_w, method="holm")[1], atol=1e-12)
+    assert "significantly worse" in cmp.pairs[1].verdict
+    text = cmp.dumps()
+    assert json.loads(text)["pairs"][0]["encoder"] == "beta"
+
+
+def test_compare_uses_the_latest_record(records):
+    cmp = compare_records(records, "esc50-5w1s", ["alpha", "beta"])
+    assert cmp.summaries["alpha"]["mean"] < 0.9                   # not the old 0.99 record
+
+
+def test_compare_refuses_mismatched_episode_hashes(records):
+    with pytest.raises(AscBenchError) as err:
+        compare_records(records, "esc50-5w1s", ["alpha", "delta"], seed=0)
+    assert "seed 1" in str(err.value) or "no record" in str(err.value)
+    records.append(make_record("esc50-5w1s", "delta", np.full(60, 0.5), episode_hash="X",
+                               seed=0, spec_hash="S2"))
+    with pytest.raises(AscBenchError) as err:
+        compare_records(records, "esc50-5w1s", ["alpha", "delta"], seed=0)
+    msg = str(err.value)
+    assert "episode_hash" in msg and "task spec changed" in msg and "delta" in msg
+
+
+def test_compare_without_common_seed_explains(records):
+    with pytest.raises(AscBenchError, match="no seed in common"):
+        compare_records(records, "esc50-5w1s", ["alpha", "delta"])
+
+
+def test_compare_n1_and_identical_scores():
+    recs = [make_record("t", "a", [0.5], unit="fold"), make_record("t", "b", [0.6], unit="fold")]
+    cmp = compare_records(recs, "t", ["a", "b"])
+    assert math.isnan(cmp.pairs[0].p_t) and "not testable" in cmp.pairs[0].verdict
+    assert json.loads(cmp.dumps())["pairs"][0]["p_t"] is None
+    same = [make_record("t", "a", [0.5, 0.7]), make_record("t", "b", [0.5, 0.7])]
+    pair = compare_records(same, "t", ["a", "b"]).pairs[0]
+    assert pair.p_t == 1.0 and pair.p_wilcoxon == 1.0 and "no significant" in pair.verdict
+
+
+# ----------------------------------------------------------------------------------------- plots
+def test_plots_are_png(tmp_path):
+    rng = np.random.default_rng(2)
+    recs = []
+    for enc, params in (("a", 1e5), ("b", 8.6e7)):
+        for k in (1, 5, 10):
+            recs.append(make_record("esc50", enc, _scores(rng, 0.4 + 0.02 * k),
+                                    params={"n_way": 5, "k_shot": k, "n_query": 15, "episodes": 60},
+                                    episode_hash=f"K{k}", n_params=int(params)))
+        for n in (2, 10):
+            recs.append(make_record("esc50", enc, _scores(rng, 0.9 - 0.03 * n),
+                                    params={"n_way": n, "k_shot": 1, "n_query": 15, "episodes": 60},
+                                    episode_hash=f"N{n}", n_params=int(params)))
+    paths = write_plots(recs, tmp_path / "plots")
+    names = sorted(p.name for p in paths)
+    assert "esc50__k_shot.png" in names and "esc50__n_way.png" in names
+    assert "table2__params.png" in names
+    for p in paths:
+        assert p.read_bytes()[:8] == PNG_MAGIC

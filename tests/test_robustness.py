@@ -1,0 +1,104 @@
+"""Killed extractions resume bit-identically; bad audio is named and never half-written."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from conftest import REPO, cli, run_json
+
+SLOW_PLUGIN = "slow_plugin"
+
+
+def _write_folder_dataset(root: Path, classes: int = 4, per_class: int = 6) -> None:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for k in range(per_class):
+            tone = np.sin(2 * np.pi * (200 + 150 * c) * np.arange(8000) / 16000)
+            sf.write(root / f"class{c}" / f"{k}.wav", (0.5 * tone + 0.05 * rng.standard_normal(8000)).astype(np.float32), 16000)
+
+
+def _task(tmp_path: Path, n_query: int = 2) -> Path:
+    task = tmp_path / "folder-task.yaml"
+    task.write_text("name: folder-2way\ndataset: folder\nprotocol: fewshot-prototype\n"
+                    f"params: {{n_way: 2, k_shot: 1, n_query: {n_query}, episodes: 20}}\n")
+    return task
+
+
+def _committed(cache: Path) -> list[Path]:
+    return [p for p in (cache / "embeddings").glob("*") if p.is_dir() and not p.name.endswith(".partial")]
+
+
+def test_sigkill_during_extraction_resumes_to_identical_embeddings(demo_root, tmp_path):
+    env = {"PYTHONPATH": str(REPO / "tests" / "plugins_local") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "ASC_BENCH_PLUGINS": SLOW_PLUGIN}
+    killed_cache, clean_cache = tmp_path / "killed", tmp_path / "clean"
+    args = ["--encoder", "slow-logmel-stats", "--task", "demo-5way1shot", "--data-root", str(demo_root),
+            "--shard-size", "16", "--batch-size", "4", "--results-dir", str(tmp_path / "results"), "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "asc_bench", "run", *args, "--cache-dir", str(killed_cache)],
+                            env={**os.environ, **env, "SLOW_PLUGIN_SECONDS": "0.3"}, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed_cache.glob("embeddings/*.partial/shard-*.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list(killed_cache.glob("embeddings/*.partial/shard-*.json")))
+    assert finished >= 2 and not _committed(killed_cache), "kill must land mid-extraction"
+
+    resumed = run_json(*args, "--cache-dir", str(killed_cache), env=env)
+    assert any("resumed" in n for n in resumed["notes"])
+    assert resumed["embedding"]["clips"] == 192 - 16 * finished
+    clean = run_json(*args, "--cache-dir", str(clean_cache), env=env)
+    assert clean["embedding"]["cache_key"] == resumed["embedding"]["cache_key"]
+    key = clean["embedding"]["cache_key"]
+    a = np.load(killed_cache / "embeddings" / key / "embeddings.npy")
+    b = np.load(clean_cache / "embeddings" / key / "embeddings.npy")
+    assert a.shape == (192, 256) and np.array_equal(a, b)
+    assert resumed["scores"] == clean["scores"]
+
+
+def test_corrupt_wav_is_named_and_nothing_is_committed(tmp_path):
+    data = tmp_path / "data"
+    _write_folder_dataset(data)
+    bad = data / "class1" / "corrupt.wav"
+    bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage that is not audio")
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    common = ["--encoder", "logmel-stats", "--task", str(_task(tmp_path)), "--data-root", str(data),
+              "--cache-dir", str(cache), "--results-dir", str(results)]
+    proc = cli("run", *common, check=False)
+    assert proc.returncode == 1
+    assert str(bad) in proc.stderr and "--on-bad-audio skip" in proc.stderr and "Traceback" not in proc.stderr
+    assert not results.exists() or not list(results.glob("*.json"))
+    assert not _committed(cache)
+
+    rec = run_json(*common, "--on-bad-audio", "skip")
+    assert [s["path"] for s in rec["skipped_files"]] == [str(bad)]
+    assert rec["dataset"]["n_clips"] == 25 and len(list(results.glob("*.json"))) == 1
+    # The committed entry remembers the skipped file: a strict rerun still refuses it, by name.
+    proc = cli("run", *common, check=False)
+    assert proc.returncode == 1 and str(bad) in proc.stderr
+
+
+def test_empty_and_nan_audio_are_rejected_by_name(tmp_path):
+    data = tmp_path / "data"
+    _write_folder_dataset(data)
+    empty = data / "class0" / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    nan = data / "class2" / "nan.wav"
+    sf.write(nan, np.full(8000, np.nan, np.float32), 16000, subtype="FLOAT")
+    common = ["--encoder", "logmel-stats", "--task", str(_task(tmp_path)), "--data-root", str(data),
+              "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results")]
+    proc = cli("run", *common, check=False)
+    assert proc.returncode == 1 and ("empty.wav" in proc.stderr or "nan.wav" in proc.stderr)
+    rec = run_json(*common, "--on-bad-audio", "skip")
+    reasons = {Path(s["path"]).name: s["reason"] for s in rec["skipped_files"]}
+    assert set(reasons) == {"empty.wav", "nan.wav"}
+    assert "zero-length" in reasons["empty.wav"] and "NaN" in reasons["nan.wav"]
