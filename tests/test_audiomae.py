@@ -145,3 +145,11 @@ def test_plugin_registers_audiomae():
     audiomae.register_encoders(register=lambda name, build, **meta: seen.setdefault(name, (build, meta)))
     build, meta = seen["audiomae"]
     assert build is build_audiomae and meta["requires_weights"] is True and callable(meta["summary"])
+
+
+def test_analytic_flops_agree_with_the_shape_counter():
+    from asc_bench.macs import count_macs
+
+    with torch.device("meta"):
+        vit = AudioViT(ViTConfig())
+    assert 2 * count_macs(vit, torch.empty(1, 1, 1024, 128, device="meta")) == flops_per_input(ViTConfig())

@@ -215,3 +215,25 @@ def test_plugin_registers_beats():
     beats.register_encoders(register=lambda name, build, **meta: seen.setdefault(name, (build, meta)))
     build, meta = seen["beats"]
     assert build is build_beats and meta["requires_weights"] is True and callable(meta["summary"])
+
+
+def test_analytic_flops_agree_with_the_shape_counter():
+    """flops_per_clip (used by the benchmark) against asc_bench.macs, an independent counter, on meta."""
+    from asc_bench.macs import count_macs_report
+
+    class Tokens(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, fbank):
+            return self.model.forward_tokens(fbank)[0]
+
+    cfg = BEATsConfig()
+    with torch.device("meta"):
+        model = BEATs(cfg)
+    report = count_macs_report(Tokens(model), torch.empty(1, 998, 128, device="meta"))
+    flops = flops_per_clip(cfg, 998)
+    # The counter sees the positional conv only as the FFT path's small complex matmul ("matmul").
+    counted = 2 * sum(v for k, v in report.by_kind.items() if k != "matmul")
+    assert counted == flops["patch"] + flops["layers"]

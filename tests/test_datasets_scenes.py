@@ -98,6 +98,10 @@ def test_tau22_matches_meta_columns_by_header_name(tmp_path):
     mini = dm.tau22(tmp_path)
     meta = mini.base / "meta.csv"
     rows = [line.split("\t") for line in meta.read_text().splitlines()]
+    for r in rows[1:]:   # identifiers that the file-name fallback could not produce: they must come from meta
+        r[2] = r[2].upper()
+    for clip in mini.clips.values():
+        clip["identifier"], clip["city"] = clip["identifier"].upper(), clip["city"].upper()
     order = [3, 0, 2, 1]
     meta.write_text("\n".join("\t".join([r[i] for i in order] + ["extra" if k else "new_column"])
                               for k, r in enumerate(rows)) + "\n")

@@ -83,7 +83,9 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(cfg.mlp_hidden, cfg.embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        hidden = self.fc1(x)
+        # Without autograd GELU can overwrite the activations instead of allocating another copy.
+        return self.fc2(F.gelu(hidden) if torch.is_grad_enabled() else torch.ops.aten.gelu_(hidden))
 
 
 class Block(nn.Module):
@@ -96,7 +98,11 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=LN_EPS)
         self.mlp = Mlp(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """`inplace` (inference only) adds the residuals into `x` itself, saving two allocations."""
+        if inplace:
+            x.add_(self.attn(self.norm1(x)))
+            return x.add_(self.mlp(self.norm2(x)))
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -121,9 +127,10 @@ class AudioViT(nn.Module):
         """(B, 1, frames, 128) -> last block output (B, 1 + patches, D), CLS first, no final norm."""
         x = self.patch_embed(x) + self.pos_embed[:, 1:]
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)
+        x = torch.cat([cls, x], dim=1)                  # a fresh tensor: safe to update in place
+        inplace = not torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            x = block(x, inplace)
         return x
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,11 @@ class BEATsEncoder(nn.Module):
         """Normalised fbank (B, T, 128) and token mask (B, P) (None when nothing is padded)."""
         cfg = self.model.cfg
         patch = cfg.input_patch_size
+        need = 400 + (patch - 1) * 160          # samples of one time patch (16 frames)
+        short = (lengths < need).nonzero().flatten().tolist()
+        if short:
+            raise ClipTooShortError(f"clip {short[0]} of the batch", f"it has {int(lengths[short[0]])} samples; "
+                                    f"BEATs needs at least {patch} frames ({need} samples, {need / 16000:.3f} s)")
         if self.options["padding"] == "official":
             fbank, _ = kaldi_fbank(wave, None, BEATS)
             sample_mask = torch.arange(wave.shape[1], device=wave.device) >= lengths.unsqueeze(1)
@@ -103,11 +108,6 @@ class BEATsEncoder(nn.Module):
         else:
             fbank, frames = kaldi_fbank(wave, lengths, BEATS)
             valid = torch.div(frames, patch, rounding_mode="floor") * cfg.mel_patches
-            short = (valid == 0).nonzero().flatten().tolist()
-            if short:
-                need = 400 + (patch - 1) * 160
-                raise ClipTooShortError(f"clip {short[0]} of the batch", f"BEATs needs at least {patch} "
-                                        f"frames ({need} samples, {need / 16000:.3f} s)")
             num_tokens = (fbank.shape[1] // patch) * cfg.mel_patches
             mask = torch.arange(num_tokens, device=wave.device) >= valid.unsqueeze(1)
         fbank = beats_normalise(fbank, self.options["fbank_mean"], self.options["fbank_std"])

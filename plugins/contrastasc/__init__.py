@@ -27,3 +27,10 @@ def register_losses(register: Callable[..., None]) -> None:
              "embedding heads, two momentum memory banks, NCE with K negatives")
     register("kd", losses.build_kd, description="logit distillation at temperature T; reduction must be "
              "batchmean (RepDistiller) or batch_class_mean (CP-JKU)")
+
+
+@hookimpl
+def register_recipes(register: Callable[..., None]) -> None:
+    from asc_bench_plugins.contrastasc.recipes import register_contrastasc_recipes
+
+    register_contrastasc_recipes(register)

@@ -199,6 +199,8 @@ def _load_official(path: Any, base: CPMobileConfig, opts: dict[str, Any]) -> CPM
 def build_encoder(request: EncoderRequest, *, name: str, base: CPMobileConfig) -> CPMobileEncoder:
     opts = parse_options(request.options)
     output = opts.get("output", "embedding")
+    if "seed" in opts and not request.random_init:
+        raise UsageError("option seed only applies with --random-init")
     if request.random_init:
         config = _config_from_options(base, opts)
         with torch.random.fork_rng(devices=[]):
@@ -215,8 +217,6 @@ def build_encoder(request: EncoderRequest, *, name: str, base: CPMobileConfig) -
         weights, _ = student_paths(request.checkpoint)
         source = {"weights": "student", "checkpoint_sha256": sha256_file(weights)}
     else:
-        if "seed" in opts:
-            raise UsageError("option seed only applies with --random-init")
         model = _load_official(request.checkpoint, base, opts)
         source = {"weights": "official", "checkpoint_sha256": sha256_file(request.checkpoint)}
     encoder = CPMobileEncoder(model, name=name, frontend=opts.get("frontend", model.config.variant),
