@@ -13,7 +13,7 @@ import soxr
 
 from asc_bench.api import BadAudioError, UsageError
 
-CROPS = ("whole", "fixed", "centre")
+CROPS = ("whole", "fixed", "centre", "truncate")
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,8 @@ class CropPolicy:
     """How a decoded clip is cut to length before embedding.
 
     whole: keep every sample. fixed: the first `seconds` (zero-padded when shorter). centre: the middle
-    `seconds` (zero-padded symmetrically when shorter).
+    `seconds` (zero-padded symmetrically when shorter). truncate: at most the first `seconds`, never
+    padded (padding would distort statistics-pooled embeddings of short clips).
     """
 
     crop: str = "whole"
@@ -68,6 +69,8 @@ def apply_crop(wave: np.ndarray, sample_rate: int, policy: CropPolicy) -> np.nda
         return wave
     target = int(round(policy.seconds * sample_rate))
     n = wave.shape[0]
+    if policy.crop == "truncate":
+        return wave[:target]
     if policy.crop == "fixed":
         return wave[:target] if n >= target else np.pad(wave, (0, target - n))
     if n >= target:

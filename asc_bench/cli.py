@@ -5,7 +5,6 @@ import itertools
 import json
 import sys
 import traceback
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import click

@@ -1,10 +1,12 @@
 """Resolving a dataset to its clips, and fingerprinting them without reading audio."""
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from asc_bench.api import Clip, DatasetRequest, LayoutError
 from asc_bench.plugins import PluginManager
@@ -20,11 +22,25 @@ def dataset_root(name: str, data_root: str | Path | None) -> Path | None:
     return (Path(base).expanduser() / name).resolve() if base else None
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Listing 150k metadata rows allocates ~1M small acyclic objects; the cyclic garbage collections
+    they trigger cost ~40 % of the time, for nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def list_clips(manager: PluginManager, name: str, options: Mapping[str, Any], data_root: str | Path | None,
                cache_dir: Path) -> list[Clip]:
     entry = manager.get("datasets", name)
-    clips = list(entry.build(DatasetRequest(root=dataset_root(name, data_root), options=dict(options),
-                                            cache_dir=cache_dir)))
+    with paused_gc():
+        clips = list(entry.build(DatasetRequest(root=dataset_root(name, data_root), options=dict(options),
+                                                cache_dir=cache_dir)))
     if not clips:
         raise LayoutError(f"dataset '{name}' has no clips under {dataset_root(name, data_root)}; check "
                           f"--data-root (or ${DATA_ENV}) and the task's dataset_options")
@@ -43,6 +59,12 @@ def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
     common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
     cut = len(common) + 1
     listing, files = hashlib.sha256(), hashlib.sha256()
+    with paused_gc():
+        _hash_rows(clips, cut, listing, files)
+    return listing.hexdigest(), files.hexdigest()
+
+
+def _hash_rows(clips: Sequence[Clip], cut: int, listing: Any, files: Any) -> None:
     for clip in clips:
         row = f"{clip.path[cut:]}\0{clip.label}\0{clip.split}\n".encode()
         listing.update(row)
@@ -52,4 +74,3 @@ def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
         except OSError:
             stamp = "missing"   # reported by name when the file is decoded
         files.update(row + stamp.encode())
-    return listing.hexdigest(), files.hexdigest()

@@ -329,9 +329,6 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | N
             steps = q if p.n_query != "rest" else width - 1
             qperm = _partial_shuffle(rng, n_valid, steps, _identity(e * n_way, width))
             qry_pos = np.take_along_axis(compact, qperm[:, :q].astype(np.int64), 1)
-        if qry_pos.shape[1] < q:
-            qry_pos = np.concatenate([qry_pos, np.zeros((qry_pos.shape[0], q - qry_pos.shape[1]),
-                                                        qry_pos.dtype)], 1)
         mask = np.arange(q) < n_valid[:, None]
         flat_rows = table.rows.reshape(-1)
         offset = (chosen * width)[:, None]

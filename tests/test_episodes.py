@@ -222,6 +222,17 @@ def test_vectorised_scorer_equals_naive(params, method):
     assert 0.2 < naive.mean() < 1.0              # not trivially all right or all wrong
 
 
+def test_scorer_threads_and_chunks_do_not_change_predictions(monkeypatch):
+    rng = np.random.default_rng(2)
+    labels = _labels([12] * 9)
+    x = rng.normal(size=(labels.size, 16)).astype(np.float32)
+    ep = _episodes(labels, {"n_way": 4, "k_shot": 2, "n_query": 5, "episodes": 1500})
+    one = prototype.prototype_predictions(x, ep, threads=1)
+    np.testing.assert_array_equal(prototype.prototype_predictions(x, ep, threads=3), one)
+    monkeypatch.setattr(prototype, "_CHUNK_ELEMENTS", 1000)
+    np.testing.assert_array_equal(prototype.prototype_predictions(x, ep, threads=2), one)
+
+
 def test_tied_prototypes_pick_the_lowest_way():
     # two identical classes: every query is equidistant to both prototypes
     x = np.tile(np.array([[1.0, 2.0, 3.0]], np.float32), (8, 1))
@@ -248,6 +259,8 @@ def test_prototype_protocol_pairs_across_encoders():
     assert not np.array_equal(r1.scores, r2.scores)
     assert "_spec_hash" not in r1.params and r1.unit == "episode"
     assert prototype.run(_data(rng.normal(size=(60, 8)), labels), p, 1).episode_hash != r1.episode_hash
+    with pytest.raises(UsageError, match="n_shot"):
+        prototype.run(_data(rng.normal(size=(60, 8)), labels), {**p, "n_shot": 1}, 0)
 
 
 # ------------------------------------------------------------------------------ other protocols

@@ -8,36 +8,18 @@ Listing must stay fast for 150k-row datasets, so paths are handled as plain stri
 from __future__ import annotations
 
 import csv
-import functools
-import gc
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, Iterable, Mapping, Sequence
 
 from asc_bench.api import Clip, LayoutError, UsageError
 
-F = TypeVar("F", bound=Callable[..., Any])
 DOCS = "see the official layout in the asc-bench docs: datasets.md / README section '{}'"
 FIRST_FEW = 5
 
 
 def hint(section: str) -> str:
     return DOCS.format(section)
-
-
-def gc_paused(fn: F) -> F:
-    """Run a listing with the cyclic garbage collector paused: parsing 150k rows allocates ~1M small
-    objects (none cyclic), and the collections they trigger cost ~40 % of the listing time."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-    return wrapper  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------ options

@@ -19,7 +19,6 @@ SECTION = "CSV file lists"
 OPTIONS = ("file", "path_column", "label_column", "split_column", "delimiter", "relative_to")
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     opts = L.check_options(request.options, OPTIONS, NAME)
     if not opts.get("file"):

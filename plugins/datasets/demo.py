@@ -62,7 +62,6 @@ def _chirp(f0: float, f1: float, seconds: float) -> np.ndarray:
 def _scene(name: str, rng: np.random.Generator, n: int) -> np.ndarray:
     j = rng.uniform(0.9, 1.1)          # per-clip pitch/rate jitter
     t = np.arange(n) / SAMPLE_RATE
-    bed = {"white": 0.0, "pink": -1.0, "brown": -2.0, "blue": 1.0}
     if name == "rain":
         return 0.3 * _noise(rng, n, 0.0) + 0.5 * _events(rng, n, 40 * j, lambda _: _click(40) * rng.uniform(0.2, 1))
     if name == "clock":

@@ -17,7 +17,6 @@ COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take"
 OPTIONS = ("esc10",)
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     """All 2,000 clips (or the ESC-10 subset with option `esc10: true`)."""
     opts = L.check_options(request.options, OPTIONS, NAME)

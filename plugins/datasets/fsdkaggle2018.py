@@ -27,7 +27,6 @@ SPLITS = ("train", "test")
 OPTIONS = ("splits", "verified_only")
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     opts = L.check_options(request.options, OPTIONS, NAME)
     splits = L.opt_list(opts, "splits", SPLITS, SPLITS, NAME)

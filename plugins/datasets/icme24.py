@@ -22,7 +22,6 @@ LABEL_FILES = ("ICME2024_ASC_dev_label.csv", "APSIPA2025_GC_ASC_dev_metadata.csv
 OPTIONS = ("labelled", "labels")
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     """The labelled development clips (option `labelled: false`: the unlabelled ones, label "")."""
     opts = L.check_options(request.options, OPTIONS, NAME)
@@ -30,7 +29,6 @@ def build(request: DatasetRequest) -> list[Clip]:
     return _clips(request.root, labelled, opts.get("labels"))
 
 
-@L.gc_paused
 def unlabelled_clips(root: str | os.PathLike[str], labels: str | None = None) -> list[Clip]:
     """The 6,960 unlabelled development clips (label ""), for semi-supervised training recipes."""
     return _clips(root, False, labels)

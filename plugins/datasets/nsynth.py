@@ -24,7 +24,6 @@ EXTRA_KEYS = {"instrument": "instrument_str", "family": "instrument_family_str",
 OPTIONS = ("label", "splits")
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     opts = L.check_options(request.options, OPTIONS, NAME)
     label_key = LABEL_KEYS[L.opt_choice(opts, "label", tuple(LABEL_KEYS), "family", NAME)]

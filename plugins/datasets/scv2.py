@@ -21,7 +21,6 @@ SPLITS = ("train", "validation", "testing")
 OPTIONS = ("splits",)
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     opts = L.check_options(request.options, OPTIONS, NAME)
     splits = set(L.opt_list(opts, "splits", SPLITS, SPLITS, NAME))

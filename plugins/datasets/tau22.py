@@ -23,7 +23,6 @@ SPLITS = ("train", "evaluate")
 OPTIONS = ("splits",)
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     opts = L.check_options(request.options, OPTIONS, NAME)
     splits = L.opt_list(opts, "splits", SPLITS, SPLITS, NAME)

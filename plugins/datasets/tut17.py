@@ -23,7 +23,6 @@ EVALUATE = re.compile(r"^fold(\d+)_evaluate\.(txt|csv)$")
 OPTIONS = ()
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     L.check_options(request.options, OPTIONS, NAME)
     root = L.require_root(request.root, NAME)

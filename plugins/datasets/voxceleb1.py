@@ -25,7 +25,6 @@ AUDIO_BASES = ("wav", "vox1_dev_wav/wav", "vox1_test_wav/wav", "vox1_dev_wav", "
 OPTIONS = ("splits", "speaker_set", "split_file")
 
 
-@L.gc_paused
 def build(request: DatasetRequest) -> list[Clip]:
     opts = L.check_options(request.options, OPTIONS, NAME)
     splits = set(L.opt_list(opts, "splits", SPLITS, SPLITS, NAME))

@@ -29,8 +29,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import AscBenchError, EvalData, ProtocolResult
-from asc_bench.episodes import Episodes, EpisodeParams, sample_episodes
+from asc_bench.api import AscBenchError, EvalData, ProtocolResult, UsageError
+from asc_bench.episodes import SAMPLING_KEYS, Episodes, EpisodeParams, sample_episodes
 
 GRAM_MAX_CLIPS = 16384                 # 16384^2 float32 = 1 GiB
 _CHUNK_ELEMENTS = 1 << 23              # gathered entries per chunk (32 MB of float32)
@@ -145,7 +145,11 @@ def prototype_accuracy(embeddings: np.ndarray, ep: Episodes, *, method: str = "a
 
 def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     """The `fewshot-prototype` protocol (see the module docstring)."""
-    p = EpisodeParams.from_params(params, defaults={"exclude_small_classes": False})
+    unknown = sorted(k for k in params if not str(k).startswith("_") and k not in SAMPLING_KEYS)
+    if unknown:
+        raise UsageError(f"fewshot-prototype does not know params {unknown}; known: "
+                         f"{list(SAMPLING_KEYS)}")
+    p = EpisodeParams.from_params(params)
     ep = sample_episodes(data.labels, data.splits, p, seed, classes=data.classes,
                          spec_hash=str(params.get("_spec_hash", "")),
                          fingerprint=str(params.get("_fingerprint", "")))
