@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from asc_bench.api import Clip, DatasetRequest
+from asc_bench_plugins.datasets._layout import check_options
 
 SAMPLE_RATE = 16000
 VERSION = "v1"
@@ -114,8 +115,9 @@ def _generate(target: Path, clips_per_class: int, seconds: float) -> None:
 
 
 def build_demo(request: DatasetRequest) -> list[Clip]:
-    per_class = int(request.options.get("clips_per_class", DEFAULT_CLIPS_PER_CLASS))
-    seconds = float(request.options.get("seconds", DEFAULT_SECONDS))
+    options = check_options(request.options, ("clips_per_class", "seconds"), "demo")
+    per_class = int(options.get("clips_per_class", DEFAULT_CLIPS_PER_CLASS))
+    seconds = float(options.get("seconds", DEFAULT_SECONDS))
     base = request.root or (Path(request.cache_dir) / "demo")
     target = base / f"{VERSION}-{per_class}x{seconds:g}s"
     if not target.is_dir():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from asc_bench.api import Clip, DatasetRequest, LayoutError
+from asc_bench_plugins.datasets._layout import check_options
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -15,7 +16,8 @@ def build_folder(request: DatasetRequest) -> list[Clip]:
     if not root.is_dir():
         raise LayoutError(f"dataset 'folder': {root} is not a directory; pass --data-root with a folder "
                           f"holding one sub-folder per class")
-    exts = tuple(e.lower() for e in request.options.get("extensions", AUDIO_EXTENSIONS))
+    options = check_options(request.options, ("extensions",), "folder")
+    exts = tuple(e.lower() for e in options.get("extensions", AUDIO_EXTENSIONS))
     clips: list[Clip] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for dirpath, dirnames, filenames in os.walk(class_dir):
