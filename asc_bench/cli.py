@@ -278,3 +278,89 @@ def extract_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bo
         r = done.result
         state = "already cached" if r.cache_hit else f"{r.clips_embedded} clips embedded in {r.seconds:.1f} s"
         out.print(f"{done.spec.dataset}: {len(done.clips)} clips, {state}; cache key {r.cache_key}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ compare
+@cli.command("compare")
+@click.option("--task", required=True, help="Task name whose stored records to compare.")
+@click.argument("encoders", nargs=-1, required=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default leaderboard/results).")
+@click.option("--seed", type=int, help="Seed of the records to pair (default: the latest common one).")
+@click.option("--all-pairs", is_flag=True, help="Test every pair, not only each encoder against the first.")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def compare_cmd(task: str, encoders: tuple[str, ...], results_dir: str | None, seed: int | None, all_pairs: bool,
+                alpha: float, as_json: bool) -> None:
+    """Paired tests between encoders on identical episodes, from stored records."""
+    from asc_bench.compare import compare_records
+    from asc_bench.results import DEFAULT_RESULTS_DIR, load_records
+
+    if len(encoders) < 2:
+        raise UsageError("compare needs at least two encoders")
+    records = load_records(results_dir or DEFAULT_RESULTS_DIR)
+    cmp = compare_records(records, task, list(encoders), seed=seed, alpha=alpha, all_pairs=all_pairs)
+    if as_json:
+        click.echo(cmp.dumps())
+        return
+    scale = 100.0 if cmp.metric == "accuracy" else 1.0
+    table = Table(title=f"{task}: seed {cmp.seed}, {cmp.summaries[cmp.encoders[0]]['n']} {cmp.unit}s, "
+                        f"episode hash {cmp.episode_hash[:12]}")
+    for col in ("encoder", "vs", "mean diff", "95% CI", "p (t)", "p (Wilcoxon)", "Holm p (t)", "McNemar p", "verdict"):
+        table.add_column(col)
+    for p in cmp.pairs:
+        table.add_row(p.encoder, p.reference, f"{p.mean_diff * scale:+.2f}",
+                      f"[{p.ci_low * scale:+.2f}, {p.ci_high * scale:+.2f}]", f"{p.p_t:.3g}", f"{p.p_wilcoxon:.3g}",
+                      f"{p.p_t_holm:.3g}", f"{p.mcnemar.p_value:.3g}" if p.mcnemar else "-", p.verdict)
+    out.print(table)
+    for note in cmp.notes:
+        out.print(f"note: {note}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ leaderboard
+@cli.command("leaderboard")
+@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default leaderboard/results).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="leaderboard/README.md", show_default=True)
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Also write PNG plots here.")
+@_guard
+def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None) -> None:
+    """Markdown tables (mean ± CI, best in bold, † = not significantly worse than the best) from records."""
+    from asc_bench.atomic import atomic_write_bytes
+    from asc_bench.leaderboard import render_leaderboard, write_plots
+    from asc_bench.results import DEFAULT_RESULTS_DIR, load_records
+
+    records = load_records(results_dir or DEFAULT_RESULTS_DIR)
+    if not records:
+        raise UsageError(f"no result records in {results_dir or DEFAULT_RESULTS_DIR}; run `asc-bench run` first")
+    atomic_write_bytes(out_path, render_leaderboard(records).encode("utf-8"))
+    out.print(f"wrote {out_path} from {len(records)} records", highlight=False)
+    if plots_dir:
+        for path in write_plots(records, plots_dir):
+            out.print(f"plot: {path}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ train
+@cli.command("train")
+@click.argument("recipe")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Recipe config (YAML; unknown keys are errors).")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Root of the training dataset.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default runs/<recipe>).")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --out.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Stop after N optimizer steps (smoke runs).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+@_guard
+def train_cmd(recipe: str, config_path: str, data_root: str | None, out_dir: str | None, resume: bool,
+              max_steps: int | None, overrides: tuple[str, ...]) -> None:
+    """Train a recipe (ContrastASC teacher/student, uaMix-MAE tuning) in the shared loop; torchrun-aware."""
+    from asc_bench.train import run_training
+
+    result = run_training(recipe, config_path, data_root=data_root, out_dir=out_dir, resume=resume,
+                          max_steps=max_steps, plugins=click.get_current_context().find_object(Context).plugins,
+                          overrides={k: _yaml_value(v) for k, v in _kv(overrides, "--set").items()})
+    if dist.is_main():
+        rate = f", {result.steps_per_s:.2f} steps/s" if result.steps_per_s else ""
+        out.print(f"{recipe}: steps {result.start_step}..{result.steps_done}{rate}; run folder {result.out_dir}",
+                  highlight=False)
+        if result.export_path:
+            out.print(f"exported: {result.export_path}", highlight=False)
