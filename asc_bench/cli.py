@@ -221,7 +221,9 @@ def run_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bool, 
         return
     _print_runs(records, console=err if as_json else out)
     if as_json:
-        public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+        from asc_bench.results import json_safe
+
+        public = [json_safe({k: v for k, v in r.items() if not k.startswith("_")}) for r in records]
         click.echo(json.dumps(public[0] if len(public) == 1 else public, indent=1))
 
 

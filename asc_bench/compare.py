@@ -25,6 +25,7 @@ import numpy as np
 
 from asc_bench import stats
 from asc_bench.api import AscBenchError, UsageError
+from asc_bench.results import json_safe
 
 
 @dataclass
@@ -62,22 +63,10 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (NaN and infinities become null)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True, allow_nan=False)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_safe(obj.item())
-    return obj
 
 
 def record_order_key(record: dict[str, Any]) -> tuple:
@@ -227,3 +216,25 @@ def compare_records(records: Sequence[dict[str, Any]], task: str, encoders: Sequ
         summaries={e: stats.mean_ci(scores[e]).to_summary() for e in encoders},
         records={e: str(r.get("_path") or r.get("timestamp", "")) for e, r in chosen.items()},
         pairs=pairs, notes=notes)
+
+
+def format_comparison(cmp: Comparison) -> str:
+    """A plain-text rendering (the CLI may use rich instead); numbers in % points for accuracy."""
+    scale, unit = (100.0, " pp") if cmp.metric == "accuracy" else (1.0, "")
+    lines = [f"task {cmp.task}, seed {cmp.seed}, {cmp.summaries[cmp.encoders[0]]['n']} "
+             f"{cmp.unit}s, episode hash {cmp.episode_hash[:12]}"]
+    for e in cmp.encoders:
+        s = cmp.summaries[e]
+        hw = s["half_width"]
+        lines.append(f"  {e}: {s['mean'] * scale:.2f}"
+                     + (f" ± {hw * scale:.2f}" if math.isfinite(hw) else " (n=1)"))
+    for p in cmp.pairs:
+        mc = (f", McNemar p={p.mcnemar.p_value:.3g} (Holm {p.p_mcnemar_holm:.3g}, "
+              f"{p.mcnemar.n01}/{p.mcnemar.n10} discordant)" if p.mcnemar is not None else "")
+        ci = (f"[{p.ci_low * scale:+.2f}, {p.ci_high * scale:+.2f}]" if math.isfinite(p.ci_low)
+              else "[n/a]")
+        lines.append(f"  {p.encoder} - {p.reference}: {p.mean_diff * scale:+.2f}{unit} "
+                     f"95% CI {ci}, paired t p={p.p_t:.3g} (Holm {p.p_t_holm:.3g}), Wilcoxon "
+                     f"p={p.p_wilcoxon:.3g} (Holm {p.p_wilcoxon_holm:.3g}){mc}\n    -> {p.verdict}")
+    lines += [f"  note: {n}" for n in cmp.notes]
+    return "\n".join(lines)

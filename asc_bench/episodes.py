@@ -241,34 +241,30 @@ def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequ
     return _Table(keep, rows, a[keep], (a + b)[keep], n_tot), small
 
 
-def _partial_shuffle(rng: np.random.Generator, n: np.ndarray, steps: int,
-                     perm: np.ndarray) -> np.ndarray:
-    """Fisher-Yates, first `steps` steps, on every row of perm[R, W] restricted to its first n[r].
+def _partial_shuffle(rng: np.random.Generator, n: np.ndarray, steps: int, width: int) -> np.ndarray:
+    """Fisher-Yates, first `steps` steps, on R rows of [0 .. width), row r restricted to [0, n[r]).
 
     Step j swaps slot j with slot j + U{0 .. n - j - 1} (exact integers from the generator; rows
     with n - j <= 0 swap j with itself, still consuming one draw so the stream stays aligned).
-    Afterwards perm[r, :min(steps, n[r])] is a uniform random ordered sample without replacement
-    of perm[r, :n[r]].
+    Returns perm[R, width] (a transposed view: slot-major storage makes slot j one contiguous
+    row); perm[r, :min(steps, n[r])] is a uniform random ordered sample without replacement
+    from [0, n[r]).
     """
-    rows, width = perm.shape
-    flat = perm.reshape(-1)
-    base = np.arange(rows, dtype=np.int64) * width
+    rows = n.size
+    perm_t = np.broadcast_to(np.arange(width, dtype=np.int32)[:, None], (width, rows)).copy()
+    flat = perm_t.reshape(-1)
+    cols = np.arange(rows, dtype=np.int64)
     n = n.astype(np.int64)
-    n0 = int(n[0]) if n.size and np.all(n == n[0]) else None
+    n0 = int(n[0]) if rows and np.all(n == n[0]) else None
     for j in range(min(steps, width)):
         # a scalar bound draws the same stream as an equal array bound, only faster
         r = (rng.integers(0, max(n0 - j, 1), size=rows) if n0 is not None
              else rng.integers(0, np.maximum(n - j, 1)))
-        a = base + j
-        b = a + r
+        b = (r + j) * rows + cols
         tmp = flat[b]
-        flat[b] = flat[a]
-        flat[a] = tmp
-    return perm
-
-
-def _identity(rows: int, width: int) -> np.ndarray:
-    return np.broadcast_to(np.arange(width, dtype=np.int32), (rows, width)).copy()
+        flat[b] = perm_t[j]
+        perm_t[j] = tmp
+    return perm_t.T
 
 
 def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | None] | None,
@@ -309,16 +305,16 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | N
     for start in range(0, e_total, block):
         stop = min(e_total, start + block)
         e = stop - start
-        chosen = _partial_shuffle(rng, np.full(e, n_cls), n_way, _identity(e, n_cls))[:, :n_way]
+        chosen = _partial_shuffle(rng, np.full(e, n_cls), n_way, n_cls)[:, :n_way]
         chosen = chosen.astype(np.int64).reshape(-1)                       # [e*N] table rows
         n_tot = table.n_tot[chosen]
         if not constrained:
             steps = k + q if p.n_query != "rest" else width - 1
-            perm = _partial_shuffle(rng, n_tot, steps, _identity(e * n_way, width))
+            perm = _partial_shuffle(rng, n_tot, steps, width)
             sup_pos, qry_pos = perm[:, :k], perm[:, k:k + q]
             n_valid = n_tot - k
         else:
-            perm = _partial_shuffle(rng, table.n_ab[chosen], k, _identity(e * n_way, width))
+            perm = _partial_shuffle(rng, table.n_ab[chosen], k, width)
             sup_pos = perm[:, :k]
             slot = np.arange(width)
             eligible = ((slot >= k) & (perm >= table.n_a[chosen][:, None])
@@ -327,7 +323,7 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | N
             compact = np.take_along_axis(perm, np.argsort(~eligible, axis=1, kind="stable"), 1)
             n_valid = eligible.sum(1)
             steps = q if p.n_query != "rest" else width - 1
-            qperm = _partial_shuffle(rng, n_valid, steps, _identity(e * n_way, width))
+            qperm = _partial_shuffle(rng, n_valid, steps, width)
             qry_pos = np.take_along_axis(compact, qperm[:, :q].astype(np.int64), 1)
         mask = np.arange(q) < n_valid[:, None]
         flat_rows = table.rows.reshape(-1)

@@ -130,7 +130,7 @@ def column_cells(col: Column, alpha: float = ALPHA) -> dict[str, Cell]:
 
 
 def _fmt_count(n: Any) -> str:
-    if not isinstance(n, (int, float)) or isinstance(n, bool) or n <= 0:
+    if not isinstance(n, (int, float)) or isinstance(n, bool) or n < 0:
         return "–"
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
         if n >= div:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import re
 from datetime import datetime, timezone
@@ -9,11 +10,28 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from asc_bench.atomic import atomic_write_json
 
 SCHEMA = "asc-bench/result/1"
 DEFAULT_RESULTS_DIR = Path("leaderboard") / "results"
 _PACKAGES = ("asc-bench", "torch", "numpy", "scipy", "scikit-learn", "soundfile", "soxr", "pluggy")
+
+
+def json_safe(obj: Any) -> Any:
+    """Plain JSON: numpy scalars/arrays become Python values, NaN and infinities become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    return obj
 
 
 def package_versions() -> dict[str, str]:
@@ -38,7 +56,7 @@ def record_filename(record: dict[str, Any]) -> str:
 
 def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
     path = Path(results_dir) / record_filename(record)
-    atomic_write_json(path, record)
+    atomic_write_json(path, json_safe(record))
     return path
 
 

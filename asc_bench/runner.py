@@ -19,7 +19,7 @@ from asc_bench.datasets import fingerprints, list_clips
 from asc_bench.hear import PREFIX as HEAR_PREFIX, hear_entry
 from asc_bench.embed import DEFAULT_SHARD_SIZE, embed_dataset, embedding_key
 from asc_bench.plugins import PluginManager, get_manager
-from asc_bench.results import DEFAULT_RESULTS_DIR, SCHEMA, package_versions, utc_now, write_record
+from asc_bench.results import DEFAULT_RESULTS_DIR, SCHEMA, json_safe, package_versions, utc_now, write_record
 from asc_bench.tasks import TaskSpec, resolve_task
 
 BAD_AUDIO_POLICIES = ("fail", "skip")
@@ -156,7 +156,7 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
         "episode_hash": result.episode_hash,
         "scores": [float(s) for s in np.asarray(result.scores, dtype=np.float64)],
         "summary": ci.to_summary(),
-        "predictions": _jsonable(result.predictions),
+        "predictions": json_safe(result.predictions),
         "skipped_files": emb.skipped,
         "embedding": {"cache_key": key, "cache_hit": emb.cache_hit, "forward_passes": emb.forward_passes,
                       "clips": emb.clips_embedded, "seconds": round(emb.seconds, 4),
@@ -173,17 +173,3 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
 
 def _public(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not k.startswith("_")}
-
-
-def _jsonable(obj: Any) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

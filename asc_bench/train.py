@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from asc_bench.train_ckpt import (checkpoint_dirs, config_differences, load_chec
                                   save_checkpoint, set_rng_state)
 from asc_bench.train_config import ConfigError, TrainConfig, from_mapping, load_config
 from asc_bench.train_data import ClipDataset, StreamBatches, make_loader
+from asc_bench.train_log import TrainLogger, fmt, trim_metrics
 from asc_bench.train_optim import build_optimizer, lr_factor, set_learning_rates
 
 __all__ = ["Recipe", "ParamGroup", "Stage", "Built", "TrainContext", "TrainResult", "run_training",
@@ -91,8 +90,11 @@ class Recipe(Protocol):
       ``position`` (stream position). Call the model through ``ctx.model`` (it may be a DDP wrapper)
       and draw random numbers only from ``ctx.generator(name)``.
       ``export(out_dir) -> Path``: write the final artefact from the trained model; called on rank 0.
-    Optional: ``on_stage(stage)`` when a stage begins, ``after_step(step)`` after each optimizer step
-    (EMA updates), ``validate(config)`` for checks across keys (raise ``ConfigError``).
+    Optional: ``validate(config, section)`` for checks across keys (raise ``ConfigError``);
+    ``on_stage(stage)`` when a stage begins (also on resume); ``after_step(step)`` after each optimizer
+    step (EMA updates); ``ddp_find_unused`` (bool attribute) when some trainable parameters may get no
+    gradient in a step; ``extra_state() -> dict`` / ``load_extra_state(dict)`` for state that is not a
+    tensor of the model (plain tensors/numbers only, it goes into ``state.pt``).
     """
 
     config_class: type
@@ -150,6 +152,9 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------ the run
+RESUME_FREE = ("data_root", "cache_dir", "num_workers", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
 def instantiate(recipe: Any) -> Any:
     return recipe() if isinstance(recipe, type) else recipe
 
@@ -209,10 +214,12 @@ def run_training(recipe_name: str, config_path: str | Path, *, data_root: str | 
                  quiet: bool = False) -> TrainResult:
     """Train ``recipe_name`` with the YAML config at ``config_path``.
 
-    ``out_dir`` (default ``runs/<recipe>``) receives ``checkpoints/``, ``metrics.jsonl`` and
-    ``export/``. ``resume`` continues from the newest checkpoint there (the config must be the same,
-    except ``data_root``). ``max_steps`` stops after that many optimizer steps (the lr schedule still
-    spans ``steps``, so a smoke run is a prefix of the full run). ``overrides`` replace config keys.
+    ``out_dir`` (default ``runs/<recipe>``) receives ``checkpoints/``, ``metrics.jsonl``,
+    ``param_groups.json`` and ``export/``. ``resume`` continues from the newest checkpoint there (the
+    config must be the same except for the ``RESUME_FREE`` keys). ``max_steps`` stops after that many
+    optimizer steps (the lr schedule still spans ``steps``, so a smoke run is a prefix of the full run).
+    ``overrides`` replace config keys. Under torchrun every rank calls this; it joins the process group
+    itself (from the config's ``device``), rank 0 writes the files.
     """
     from asc_bench.cache import default_cache_dir
 
@@ -226,8 +233,9 @@ def run_training(recipe_name: str, config_path: str | Path, *, data_root: str | 
     out = Path(out_dir) if out_dir is not None else Path("runs") / recipe_name
     ckpt_root = out / "checkpoints"
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    saved_config = {"recipe_name": recipe_name,
-                    "config": json.loads(json.dumps({**cfg.as_dict(), "data_root": None}, default=str))}
+    # Keys that only say where things are or how often to report may change between resumes.
+    fixed = {k: v for k, v in cfg.as_dict().items() if k not in RESUME_FREE}
+    saved_config = {"recipe_name": recipe_name, "config": json.loads(json.dumps(fixed, default=str))}
 
     start_step, restored = 0, None
     if resume and checkpoint_dirs(ckpt_root):
@@ -274,8 +282,10 @@ def run_training(recipe_name: str, config_path: str | Path, *, data_root: str | 
     metrics_path = out / "metrics.jsonl"
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
-        _trim_metrics(metrics_path, start_step)
-    log = _Logger(metrics_path, stop - start_step, quiet or not dist.is_main())
+        trim_metrics(metrics_path, start_step)
+        # What the optimizer does with each group (lr after layer decay, weight decay, sizes).
+        (out / "param_groups.json").write_text(json.dumps(group_info, indent=1) + "\n")
+    log = TrainLogger(metrics_path, stop - start_step, quiet or not dist.is_main())
 
     def checkpoint(step: int) -> None:
         if dist.is_main():
@@ -308,7 +318,7 @@ def run_training(recipe_name: str, config_path: str | Path, *, data_root: str | 
                     losses = recipe.training_step(batch, step)
                 loss = losses["loss"] / cfg.grad_accum
                 if not torch.isfinite(loss.detach()):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {step} ({_fmt(losses)}); "
+                    raise FloatingPointError(f"loss is {loss.item()} at step {step} ({fmt(losses)}); "
                                              f"lower lr or check the temperatures")
                 with (contextlib.nullcontext() if sync else ctx.model.no_sync()):
                     (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -377,51 +387,3 @@ def _enter_stage(model: torch.nn.Module, groups: list[ParamGroup], stage: Stage,
 
 def _fmt(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {float(v):.4g}" for k, v in values.items() if not isinstance(v, str))
-
-
-def _trim_metrics(path: Path, start_step: int) -> None:
-    # After a resume the log must not hold lines from steps that are about to be re-run.
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip()
-            and json.loads(line).get("step", 0) <= start_step]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-class _Logger:
-    """Metrics JSONL plus a rich bar (TTY) or plain lines (logs, CI)."""
-
-    def __init__(self, path: Path, total: int, quiet: bool):
-        self.path, self.total, self.quiet = path, total, quiet
-        self.bar: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> "_Logger":
-        if not self.quiet and sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=self.total, info="")
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def write(self, step: int, values: dict[str, Any], steps_per_s: float | None, samples_per_s: float | None) -> None:
-        if not dist.is_main():
-            return
-        row = {"step": step, **values, "steps_per_s": steps_per_s, "samples_per_s": samples_per_s}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        info = f"{_fmt({k: v for k, v in values.items() if k != 'lr'})} | {steps_per_s or 0:.3g} steps/s"
-        if self.bar is not None:
-            self.bar.update(self.task, info=info)
-        elif not self.quiet:
-            print(f"step {step}: {info} | lr {values['lr']:.3g} | stage {values['stage']}", flush=True)
-
-    def advance(self, step: int, loss: float | None) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1)

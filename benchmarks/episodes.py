@@ -1,14 +1,15 @@
 """Time the vectorised few-shot path against a straightforward per-episode torch loop.
 
-    python benchmarks/episodes.py [--episodes 10000] [--repeat 7] [--loop-repeat 2]
+    python benchmarks/episodes.py [--episodes 10000] [--repeat 15] [--loop-repeat 3] [--chunks 10]
 
 Data: 2,000 clips of random float32 embeddings (D = 768), 50 classes x 40 clips. Task: 5-way
 1-shot episodes, 15 queries per class. Vectorised = asc_bench.episodes.sample_episodes +
 asc_bench_plugins.protocols.prototype.prototype_accuracy (one Gram matrix, index arithmetic).
 Loop = for every episode: draw the classes and clips with numpy (Generator.choice), build the
 prototypes, one torch.cdist, argmin. The loop is also timed on the vectorised episodes (scoring
-only), which checks that both give the same accuracies. Times are the best of --repeat runs
-(other processes on a small machine make single timings noisy). Target: vectorised sampling +
+only), which checks that both give the same accuracies. Times are best-of (other processes on a
+small machine make single timings noisy): vectorised runs are interleaved with the loops, which
+run in --chunks chunks timed --loop-repeat times each (a loop's time = sum of its chunks' bests). Target: vectorised sampling +
 scoring of 10,000 episodes <= 0.1 s and >= 30x faster than the loop.
 """
 from __future__ import annotations
@@ -49,9 +50,10 @@ def loop_score(x: torch.Tensor, support: np.ndarray, query: np.ndarray) -> np.nd
     return acc
 
 
-def loop_sample_and_score(x: torch.Tensor, labels: np.ndarray, episodes: int) -> np.ndarray:
+def loop_sample_and_score(x: torch.Tensor, labels: np.ndarray, episodes: int,
+                          seed: int) -> np.ndarray:
     """The straightforward baseline: sample each episode with numpy, then score it."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     by_class = [np.flatnonzero(labels == c) for c in range(N_CLASSES)]
     support = np.empty((1, N_WAY, K_SHOT), np.int64)
     query = np.empty((1, N_WAY * N_QUERY), np.int64)
@@ -66,11 +68,18 @@ def loop_sample_and_score(x: torch.Tensor, labels: np.ndarray, episodes: int) ->
     return acc
 
 
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=10_000)
-    ap.add_argument("--repeat", type=int, default=7)
-    ap.add_argument("--loop-repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--loop-repeat", type=int, default=3)
+    ap.add_argument("--chunks", type=int, default=10)
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -78,16 +87,28 @@ def main() -> None:
     labels = np.repeat(np.arange(N_CLASSES), PER_CLASS)
     params = {"n_way": N_WAY, "k_shot": K_SHOT, "n_query": N_QUERY, "episodes": args.episodes}
     x_t = torch.from_numpy(x_np)
-
     sample = lambda: sample_episodes(labels, None, params, 0, spec_hash="bench", fingerprint="rand")
+    vectorised = lambda: prototype_accuracy(x_np, sample())
+
     t_sample, m_sample, ep = best_of(sample, args.repeat)
     t_score, m_score, acc = best_of(lambda: prototype_accuracy(x_np, ep), args.repeat)
-    t_both, m_both, _ = best_of(lambda: prototype_accuracy(x_np, sample()), args.repeat)
-    support = ep.support_idx
-    query = ep.query_idx
-    t_loop_score, _, acc_loop = best_of(lambda: loop_score(x_t, support, query), args.loop_repeat)
-    t_loop, _, _ = best_of(lambda: loop_sample_and_score(x_t, labels, args.episodes),
-                           args.loop_repeat)
+    # The loops run in chunks, each timed several times, interleaved with vectorised runs, so
+    # both see the same background load; a loop's time is the sum of its chunks' best times.
+    bounds = np.linspace(0, args.episodes, args.chunks + 1).astype(int)
+    vec_times = []
+    loop_score_best = np.full(args.chunks, np.inf)
+    loop_full_best = np.full(args.chunks, np.inf)
+    acc_loop = np.empty(args.episodes)
+    for _ in range(args.loop_repeat):
+        for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+            vec_times.append(timed(vectorised)[0])
+            t, acc_loop[lo:hi] = timed(lambda: loop_score(x_t, ep.support_idx[lo:hi],
+                                                           ep.query_idx[lo:hi]))
+            loop_score_best[c] = min(loop_score_best[c], t)
+            t, _ = timed(lambda: loop_sample_and_score(x_t, labels, hi - lo, seed=c))
+            loop_full_best[c] = min(loop_full_best[c], t)
+    t_both, m_both = min(vec_times), float(np.median(vec_times))
+    t_loop_score, t_loop = float(loop_score_best.sum()), float(loop_full_best.sum())
     agree = float(np.mean(acc == acc_loop))
 
     e = args.episodes

@@ -1,7 +1,6 @@
 """Episode sampling (determinism, disjointness, constraints) and the four protocols."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -233,6 +232,14 @@ def test_scorer_threads_and_chunks_do_not_change_predictions(monkeypatch):
     np.testing.assert_array_equal(prototype.prototype_predictions(x, ep, threads=2), one)
 
 
+def test_auto_method_picks_gram_for_many_episodes_and_direct_for_many_clips():
+    small = _episodes(_labels([40] * 50), {"n_way": 5, "k_shot": 1, "n_query": 15,
+                                           "episodes": 2000})
+    assert prototype.choose_method(2000, small) == "gram"
+    assert prototype.choose_method(9400, small) == "direct"
+    assert prototype.choose_method(prototype.GRAM_MAX_CLIPS + 1, small) == "direct"
+
+
 def test_tied_prototypes_pick_the_lowest_way():
     # two identical classes: every query is equidistant to both prototypes
     x = np.tile(np.array([[1.0, 2.0, 3.0]], np.float32), (8, 1))
@@ -313,7 +320,7 @@ def test_linear_probe_folds_and_train_test_split():
 
 def test_standardiser_is_fitted_on_training_clips_only():
     x, labels, _ = _blobs(per=12)
-    train, test = np.arange(0, 48, 2), np.arange(1, 48, 2)
+    train = np.arange(0, 48, 2)
     fit = linear_probe.fit_probe(x[train], labels[train], Cs=[0.1, 1.0], inner_folds=3)
     scaler = fit.model.named_steps["scale"]
     np.testing.assert_allclose(scaler.mean_, x[train].mean(0), atol=1e-12)
@@ -340,6 +347,12 @@ def test_knn_weighting_and_ties():
     assert knn.knn_predict(tr, y, te, k=3, weighting="uniform")[0] == 0     # 2 votes vs 1
     assert knn.knn_predict(tr, y, te, k=3, weighting="exp", temperature=0.05)[0] == 1
     assert knn.knn_predict(tr, y, te, k=1)[0] == 1
+    # the neighbour set equals a stable full sort's, ties at the k-th similarity included
+    rng = np.random.default_rng(4)
+    sim = rng.integers(0, 5, (30, 40)).astype(float)
+    for k in (1, 3, 7, 40):
+        ref = np.sort(np.argsort(-sim, axis=1, kind="stable")[:, :k], axis=1)
+        np.testing.assert_array_equal(knn._top_k(sim, k), ref)
     # exact tie in votes -> lowest class index
     assert knn.knn_predict(np.eye(2), np.array([1, 0]), np.array([[1.0, 1.0]]), k=2)[0] == 0
 
@@ -349,4 +362,3 @@ def test_protocol_hook_registers_all_four():
     got = {}
     protocols.register_protocols(lambda name, run, description="": got.setdefault(name, run))
     assert set(got) == {"fewshot-prototype", "fewshot-logistic", "linear-probe", "knn"}
-    json.dumps(sorted(got))

@@ -12,7 +12,7 @@ from statsmodels.stats.multitest import multipletests
 
 from asc_bench import stats
 from asc_bench.api import AscBenchError
-from asc_bench.compare import compare_records
+from asc_bench.compare import compare_records, format_comparison
 from asc_bench.leaderboard import DAGGER, UNPAIRED, render_leaderboard, write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -120,6 +120,30 @@ def test_dagger_matches_scipy_and_statsmodels(records):
     assert f"{UNPAIRED} Not tested against the best" in md
 
 
+def test_dagger_uses_the_holm_adjustment():
+    # find (deterministically) a column where raw and Holm-adjusted p disagree for some entry
+    for seed in range(500):
+        rng = np.random.default_rng(seed)
+        best = rng.uniform(0.4, 0.8, 30)
+        cols = {"best": best + 0.05}
+        for i in range(4):
+            cols[f"enc{i}"] = best + rng.normal(0.02, 0.05, 30)
+        ref_mean = max(np.mean(v) for v in cols.values())
+        if np.mean(cols["best"]) != ref_mean:
+            continue
+        others = [f"enc{i}" for i in range(4)]
+        raw = [sps.ttest_rel(cols[e], cols["best"]).pvalue for e in others]
+        adj = multipletests(raw, method="holm")[1]
+        if any((r > 0.05) != (a > 0.05) for r, a in zip(raw, adj)):
+            break
+    else:
+        pytest.fail("no configuration separates raw from Holm-adjusted p")
+    md = render_leaderboard([make_record("t", e, v) for e, v in cols.items()])
+    for e, a in zip(others, adj):
+        assert _row(md, e)[3].endswith(DAGGER) == (a > 0.05), e
+    assert _row(md, "best")[3].startswith("**")
+
+
 def test_footnotes_name_protocol_episodes_and_seed(records):
     md = render_leaderboard(records)
     assert "protocol fewshot-prototype" in md and "60 episodes" in md and "seed 0, 1" in md
@@ -182,6 +206,21 @@ def test_compare_statistics_equal_scipy(records):
     assert "significantly worse" in cmp.pairs[1].verdict
     text = cmp.dumps()
     assert json.loads(text)["pairs"][0]["encoder"] == "beta"
+    plain = format_comparison(cmp)
+    assert "gamma - alpha" in plain and "McNemar" in plain and "significantly worse" in plain
+
+
+def test_compare_all_pairs_and_param_filter(records):
+    cmp = compare_records(records, "esc50-5w1s", ["alpha", "beta", "gamma"], all_pairs=True)
+    assert [(p.encoder, p.reference) for p in cmp.pairs] == [
+        ("beta", "alpha"), ("gamma", "alpha"), ("gamma", "beta")]
+    np.testing.assert_allclose([p.p_t_holm for p in cmp.pairs],
+                               multipletests([p.p_t for p in cmp.pairs], method="holm")[1],
+                               atol=1e-12)
+    with pytest.raises(AscBenchError, match="k_shot"):
+        compare_records(records, "esc50-5w1s", ["alpha", "beta"], params={"k_shot": 5})
+    assert compare_records(records, "esc50-5w1s", ["alpha", "beta"],
+                           params={"k_shot": 1}).pairs[0].n == 60
 
 
 def test_compare_uses_the_latest_record(records):
@@ -210,6 +249,7 @@ def test_compare_n1_and_identical_scores():
     recs = [make_record("t", "a", [0.5], unit="fold"), make_record("t", "b", [0.6], unit="fold")]
     cmp = compare_records(recs, "t", ["a", "b"])
     assert math.isnan(cmp.pairs[0].p_t) and "not testable" in cmp.pairs[0].verdict
+    assert "(n=1)" in format_comparison(cmp)
     assert json.loads(cmp.dumps())["pairs"][0]["p_t"] is None
     same = [make_record("t", "a", [0.5, 0.7]), make_record("t", "b", [0.5, 0.7])]
     pair = compare_records(same, "t", ["a", "b"]).pairs[0]
