@@ -93,17 +93,23 @@ def embed_dataset(encoder: torch.nn.Module, clips: Sequence[Clip], *, key: str, 
     return result
 
 
-def _decode(clip: Clip, sample_rate: int, policy: CropPolicy) -> np.ndarray | BadAudioError:
+def _decode(clip: Clip, sample_rate: int, policy: CropPolicy, min_samples: int) -> np.ndarray | BadAudioError:
     try:
-        return load_clip(clip.path, sample_rate, policy)
+        wave = load_clip(clip.path, sample_rate, policy)
     except BadAudioError as exc:
         return exc
+    if wave.shape[0] < min_samples:
+        # Checked per file here, so the error names the file and skip mode can leave out just this one.
+        return BadAudioError(clip.path, f"{wave.shape[0]} samples after decoding, fewer than the encoder's "
+                                        f"minimum of {min_samples} ({min_samples / sample_rate:.3f} s)")
+    return wave
 
 
 def _embed_shard(encoder: torch.nn.Module, part: Sequence[Clip], pool: ThreadPoolExecutor, policy: CropPolicy,
                  batch_size: int, device: str, on_bad_audio: str, advance) -> tuple[Shard, int]:
     sr = int(encoder.sample_rate)
-    waves = list(pool.map(lambda c: _decode(c, sr, policy), part))
+    min_samples = int(getattr(encoder, "min_samples", 1))
+    waves = list(pool.map(lambda c: _decode(c, sr, policy, min_samples), part))
     skipped: list[dict[str, str]] = []
     for wave in waves:
         if isinstance(wave, BadAudioError):

@@ -180,9 +180,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Read and validate the common keys (the recipe section is validated by the recipe)."""
+    """Read and validate the common keys (the recipe section is validated by the recipe).
+
+    ``overrides`` replace keys after reading; a dotted key (``recipe.head_steps``) sets one key inside
+    a section and leaves its other keys alone.
+    """
     data = read_yaml(path)
-    data.update(overrides or {})
+    for key, value in (overrides or {}).items():
+        # "recipe.head_steps" sets one key of a section; a plain key replaces the value.
+        *parents, leaf = str(key).split(".")
+        node = data
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, Mapping):
+                child = {}
+            node[part] = child = dict(child)
+            node = child
+        node[leaf] = value
     cfg = from_mapping(TrainConfig, data)
     if len(cfg.betas) != 2 or not all(isinstance(b, (int, float)) for b in cfg.betas):
         raise ConfigError(f"config key 'betas' must be two numbers, got {cfg.betas!r}")

@@ -1,7 +1,7 @@
 """Throughput of the full-size transformer encoders against the machine's plain matmul rate.
 
     python benchmarks/encoders.py [--batch 4] [--seconds 10] [--repeat 5] [--autocast none]
-                                  [--encoders beats,audiomae] [--threads N]
+                                  [--encoders beats,audiomae] [--threads N] [--device cpu]
 
 Random weights at full size (BEATs iter3 12 x 768; AudioMAE ViT-B), a batch of `--batch` clips of
 `--seconds` s of noise, waveform in, embeddings out (the Kaldi fbank is included; it is ~1% of the
@@ -35,33 +35,53 @@ from asc_bench_plugins.beats.model import flops_per_clip
 MATMUL_N = 2048
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[[], object], device: str = "cpu") -> float:
     t0 = time.perf_counter()
     fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
-def matmul_rate() -> float:
+def matmul_rate(device: str) -> float:
     """GFLOP/s of one fp32 2048 x 2048 matmul (best of 5 after a warm-up)."""
-    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
-    a @ b
-    best = min(timed(lambda: a @ b) for _ in range(5))
+    a, b = torch.randn(MATMUL_N, MATMUL_N, device=device), torch.randn(MATMUL_N, MATMUL_N, device=device)
+    timed(lambda: a @ b, device)
+    best = min(timed(lambda: a @ b, device) for _ in range(5))
     return 2 * MATMUL_N ** 3 / best / 1e9
 
 
-def build(name: str, autocast: str) -> tuple[torch.nn.Module, Callable[[int], float]]:
+def build(name: str, autocast: str, device: str) -> tuple[torch.nn.Module, Callable[[int], float]]:
     """Encoder and a function giving the analytic FLOPs of one clip of n samples."""
     options = {"autocast": autocast}
     if name == "beats":
-        enc = build_beats(EncoderRequest(None, True, options))
+        enc = build_beats(EncoderRequest(None, True, options, device))
         return enc, lambda n: flops_per_clip(enc.model.cfg, int(num_frames(torch.tensor(n))))["total"]
-    enc = build_audiomae(EncoderRequest(None, True, options))
+    enc = build_audiomae(EncoderRequest(None, True, options, device))
     frames = enc.vit.cfg.input_frames
 
     def audiomae_flops(n: int) -> float:
         windows = max(1, math.ceil(int(num_frames(torch.tensor(n))) / frames))
         return windows * flops_per_input(enc.vit.cfg)
     return enc, audiomae_flops
+
+
+def measure(name: str, args: argparse.Namespace, wave: torch.Tensor, lengths: torch.Tensor) -> str:
+    """One table row: the encoder's best and median time per batch, interleaved with matmul timings."""
+    enc, flops_of = build(name, args.autocast, args.device)
+    params = sum(p.numel() for p in enc.parameters())
+    flops = flops_of(wave.shape[1]) * args.batch
+    timed(lambda: enc(wave, lengths), args.device)       # warm-up
+    times, rates = [], []
+    for _ in range(args.repeat):                         # interleaved, so both see the same load
+        rates.append(matmul_rate(args.device))
+        times.append(timed(lambda: enc(wave, lengths), args.device))
+    rates.append(matmul_rate(args.device))
+    best, mm = min(times), max(rates)
+    gflops = flops / best / 1e9
+    return (f"{name:<10}{params / 1e6:>9.2f}M{flops / args.batch / 1e9:>12.1f}{best:>14.3f}"
+            f"{statistics.median(times):>9.3f}{args.batch / best:>9.2f}{gflops:>9.1f}{mm:>16.1f}"
+            f"{gflops / mm:>7.2f}")
 
 
 def main() -> None:
@@ -72,35 +92,20 @@ def main() -> None:
     parser.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"])
     parser.add_argument("--encoders", default="beats,audiomae")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     samples = int(args.seconds * 16000)
-    wave = torch.randn(args.batch, samples, generator=torch.Generator().manual_seed(0)) * 0.1
-    lengths = torch.full((args.batch,), samples, dtype=torch.long)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+    wave = (torch.randn(args.batch, samples, generator=torch.Generator().manual_seed(0)) * 0.1).to(args.device)
+    lengths = torch.full((args.batch,), samples, dtype=torch.long, device=args.device)
+    print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; batch {args.batch} x {args.seconds:g} s; autocast {args.autocast}; "
           f"FLOPs counted analytically from shapes")
     header = (f"{'encoder':<10}{'params':>10}{'GFLOP/clip':>12}{'s/batch best':>14}{'median':>9}"
               f"{'clips/s':>9}{'GFLOP/s':>9}{'matmul GFLOP/s':>16}{'ratio':>7}")
-    rows = []
-    for name in [e.strip() for e in args.encoders.split(",") if e.strip()]:
-        enc, flops_of = build(name, args.autocast)
-        params = sum(p.numel() for p in enc.parameters())
-        flops = flops_of(samples) * args.batch
-        enc(wave, lengths)                                   # warm-up
-        times, rates = [], []
-        for _ in range(args.repeat):                         # interleaved, so both see the same load
-            rates.append(matmul_rate())
-            times.append(timed(lambda: enc(wave, lengths)))
-        rates.append(matmul_rate())
-        best, mm = min(times), max(rates)
-        gflops = flops / best / 1e9
-        rows.append(f"{name:<10}{params / 1e6:>9.2f}M{flops / args.batch / 1e9:>12.1f}{best:>14.3f}"
-                    f"{statistics.median(times):>9.3f}{args.batch / best:>9.2f}{gflops:>9.1f}{mm:>16.1f}"
-                    f"{gflops / mm:>7.2f}")
-        del enc
+    rows = [measure(name.strip(), args, wave, lengths) for name in args.encoders.split(",") if name.strip()]
     print(header)
     print("\n".join(rows))
 

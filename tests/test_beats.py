@@ -176,8 +176,10 @@ def test_random_init_sizes_and_errors():
         build_beats(EncoderRequest(None, True, {"layres": "2"}))
     with pytest.raises(UsageError, match="layers='two'"):
         build_beats(EncoderRequest(None, True, {"layers": "two"}))
-    with pytest.raises(ClipTooShortError, match="16 frames"):
-        enc(torch.zeros(1, 2000), torch.tensor([2000]))
+    assert enc.min_samples == 2800
+    assert enc(torch.zeros(1, 2800), torch.tensor([2800])).shape == (1, 64)     # exactly one time patch
+    with pytest.raises(ClipTooShortError, match="2799 samples.*16 frames"):
+        enc(torch.zeros(2, 2800), torch.tensor([2800, 2799]))
 
 
 def test_size_options_refused_with_a_checkpoint(folder):
@@ -234,6 +236,18 @@ def test_analytic_flops_agree_with_the_shape_counter():
         model = BEATs(cfg)
     report = count_macs_report(Tokens(model), torch.empty(1, 998, 128, device="meta"))
     flops = flops_per_clip(cfg, 998)
-    # The counter sees the positional conv only as the FFT path's small complex matmul ("matmul").
+    # The counter sees the positional conv only as the FFT path's small complex matmul ("matmul"), and
+    # the gate as implemented: one (2H, D) projection of x instead of upstream's 64 -> 8 per head.
     counted = 2 * sum(v for k, v in report.by_kind.items() if k != "matmul")
-    assert counted == flops["patch"] + flops["layers"]
+    tokens, d, layers = 62 * 8, cfg.encoder_embed_dim, cfg.encoder_layers
+    gate_here, gate_upstream = 2 * tokens * d * 2 * cfg.encoder_attention_heads, 2 * tokens * d * 8
+    assert counted == flops["patch"] + flops["layers"] + layers * (gate_here - gate_upstream)
+
+
+def test_state_dict_round_trips_with_official_names(model, folder):
+    """q/k/v are fused inside the model, but state dicts keep upstream's names and values."""
+    official = torch.load(folder / "beats_pretrained.pt", weights_only=True)["model"]
+    state = model.state_dict()
+    assert set(state) == set(official)
+    for key, value in official.items():
+        assert torch.equal(state[key], value), key

@@ -102,3 +102,16 @@ def test_empty_and_nan_audio_are_rejected_by_name(tmp_path):
     reasons = {Path(s["path"]).name: s["reason"] for s in rec["skipped_files"]}
     assert set(reasons) == {"empty.wav", "nan.wav"}
     assert "zero-length" in reasons["empty.wav"] and "NaN" in reasons["nan.wav"]
+
+
+def test_clip_shorter_than_the_encoder_minimum_is_named(tmp_path):
+    data = tmp_path / "data"
+    _write_folder_dataset(data)
+    short = data / "class3" / "short.wav"
+    sf.write(short, np.zeros(200, np.float32), 16000)
+    common = ["--encoder", "logmel-stats", "--task", str(_task(tmp_path)), "--data-root", str(data),
+              "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results")]
+    proc = cli("run", *common, check=False)
+    assert proc.returncode == 1 and str(short) in proc.stderr and "minimum of 400" in proc.stderr
+    rec = run_json(*common, "--on-bad-audio", "skip")
+    assert [s["path"] for s in rec["skipped_files"]] == [str(short)]

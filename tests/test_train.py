@@ -127,6 +127,13 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path):
     assert load_config(path).lr == pytest.approx(1e-4)
 
 
+def test_dotted_overrides_set_one_key_of_a_section():
+    cfg = load_config(CONFIGS["contrastasc-teacher"], {"recipe.head_steps": 2, "dataset_options.seconds": 2.0})
+    base = yaml.safe_load(CONFIGS["contrastasc-teacher"].read_text())
+    assert cfg.recipe == {**base["recipe"], "head_steps": 2}
+    assert cfg.dataset_options == {**base["dataset_options"], "seconds": 2.0}
+
+
 @pytest.mark.parametrize("recipe, section, fragment", [
     ("contrastasc-teacher", {"random_init": True, "lamda": 0.3}, "'recipe.lamda'"),
     ("contrastasc-teacher", {"random_init": True, "lambda_on": "both"}, "'recipe.lambda_on' must be one of ce, supcon"),
@@ -210,19 +217,37 @@ def test_data_stream_is_a_function_of_seed_and_position():
     assert one == two == list(order[8:24])
 
 
+def test_worker_processes_do_not_change_the_run(tmp_path, data_root):
+    from asc_bench.train import run_training
+    from safetensors.torch import load_file
+
+    cfg = {"seed": 2, "steps": 4, "batch_size": 8, "lr": 3e-3, "checkpoint_every": 100, "dataset": "demo",
+           "dataset_options": TINY_DATA, "cache_dir": str(tmp_path / "c"), "crop": "random", "clip_seconds": 0.5,
+           "recipe": {"hidden": 8, "head_steps": 1}}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    outs = []
+    for workers in (0, 2):
+        out = run_training("toy", path, data_root=data_root, out_dir=tmp_path / f"w{workers}", quiet=True,
+                           overrides={"num_workers": workers}, plugins=["train_toy_recipe"]).export_path
+        outs.append(load_file(str(out)))
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
 def test_max_steps_checkpoints_and_plain_progress(tmp_path, data_root):
-    cfg = write_config(tmp_path / "t.yaml", "contrastasc-teacher", {"head_steps": 2}, steps=6,
-                       checkpoint_every=2, log_every=1, dataset_options=TINY_DATA, cache_dir=str(tmp_path / "cache"))
+    cfg = write_config(tmp_path / "t.yaml", "contrastasc-teacher", None, steps=6, checkpoint_every=2,
+                       log_every=1, dataset_options=TINY_DATA, cache_dir=str(tmp_path / "cache"))
     proc = cli("train", "contrastasc-teacher", "--config", str(cfg), "--out", str(tmp_path / "run"),
-               "--data-root", str(data_root), "--max-steps", "3", tmp=tmp_path)
+               "--data-root", str(data_root), "--max-steps", "3", "--set", "recipe.head_steps=2", tmp=tmp_path)
     assert "step 3:" in proc.stdout and "\x1b[" not in proc.stdout      # plain lines when not a TTY
     ckpts = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir())
     assert ckpts == ["step-00000002", "step-00000003"]
     assert [r["step"] for r in losses(tmp_path / "run")] == [1, 2, 3]
+    assert [r["stage"] for r in losses(tmp_path / "run")] == ["A-heads", "A-heads", "B-all"]
     state = torch.load(tmp_path / "run/checkpoints/step-00000003/state.pt", weights_only=True)
     assert state["step"] == 3 and "optimizer" in state and "rng" in state
     again = cli("train", "contrastasc-teacher", "--config", str(cfg), "--out", str(tmp_path / "run"),
-                "--data-root", str(data_root), tmp=tmp_path, check=False)
+                "--data-root", str(data_root), "--set", "recipe.head_steps=2", tmp=tmp_path, check=False)
     assert again.returncode == 2 and "--resume" in again.stderr
 
 

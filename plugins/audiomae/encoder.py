@@ -46,6 +46,7 @@ LAYOUT = ("an AudioMAE checkpoint: {'model': state dict} with cls_token, pos_emb
 
 class AudioMAEEncoder(nn.Module):
     sample_rate = 16000
+    min_samples = 400       # one Kaldi frame; shorter clips raise ClipTooShortError (a BadAudioError)
 
     def __init__(self, vit: AudioViT, options: Mapping[str, Any], source: Mapping[str, Any],
                  name: str = "audiomae"):

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 
 from asc_bench.api import EncoderRequest
-from asc_bench.frontends import AUDIOMAE, NUM_MEL_BINS, SAMPLE_RATE, kaldi_fbank
+from asc_bench.frontends import AUDIOMAE, FRAME_LENGTH, NUM_MEL_BINS, SAMPLE_RATE, kaldi_fbank
 
 
 class LogMelStats(torch.nn.Module):
     sample_rate = SAMPLE_RATE
     embed_dim = 2 * NUM_MEL_BINS
+    min_samples = FRAME_LENGTH      # one Kaldi frame
 
     def config(self) -> dict[str, Any]:
         return {"frontend": "kaldi-fbank-128", "window": AUDIOMAE.window, "stats": ["mean", "std"]}

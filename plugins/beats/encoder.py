@@ -50,6 +50,8 @@ LAYOUT = ("the official BEATs file: a dict with 'cfg' (config dict) and 'model' 
 
 class BEATsEncoder(nn.Module):
     sample_rate = 16000
+    # One 16-frame time patch; shorter clips raise ClipTooShortError (a BadAudioError).
+    min_samples = 400 + 15 * 160
 
     def __init__(self, model: BEATs, options: Mapping[str, Any], source: Mapping[str, Any]):
         super().__init__()
@@ -92,7 +94,7 @@ class BEATsEncoder(nn.Module):
         """Normalised fbank (B, T, 128) and token mask (B, P) (None when nothing is padded)."""
         cfg = self.model.cfg
         patch = cfg.input_patch_size
-        need = 400 + (patch - 1) * 160          # samples of one time patch (16 frames)
+        need = 400 + (patch - 1) * 160          # samples of one time patch (16 frames): min_samples
         short = (lengths < need).nonzero().flatten().tolist()
         if short:
             raise ClipTooShortError(f"clip {short[0]} of the batch", f"it has {int(lengths[short[0]])} samples; "

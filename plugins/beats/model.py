@@ -7,6 +7,7 @@ matmul), and in inference the grouped positional convolution is evaluated with F
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
@@ -105,14 +106,18 @@ class MaskBuffer:
 
 
 class MultiheadAttention(nn.Module):
-    """Self-attention with the gated relative position bias (official parameter names)."""
+    """Self-attention with the gated relative position bias.
+
+    q, k and v live in one (3D, D) projection `qkv`, fused once when a state dict is loaded; state dicts
+    still read and write upstream's `q_proj`, `k_proj`, `v_proj` entries (hooks below).
+    """
+
+    _QKV = ("q_proj", "k_proj", "v_proj")
 
     def __init__(self, cfg: BEATsConfig, relative_attention_bias: nn.Embedding | None):
         super().__init__()
         dim, self.num_heads, self.head_dim = cfg.encoder_embed_dim, cfg.encoder_attention_heads, cfg.head_dim
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.q_proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
         self.gru_rel_pos = cfg.gru_rel_pos
         if cfg.gru_rel_pos:
@@ -120,12 +125,44 @@ class MultiheadAttention(nn.Module):
             self.grep_a = nn.Parameter(torch.ones(1, self.num_heads, 1, 1))
         # One table shared by every layer (stored under each layer's key, as upstream saves it).
         self.relative_attention_bias = relative_attention_bias
+        self.register_state_dict_post_hook(MultiheadAttention._split_qkv)
+        self.register_load_state_dict_pre_hook(MultiheadAttention._merge_qkv)
 
-    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k and v projections as one (3D, D) matmul. Concatenating per call costs ~1 ms a layer at
-        full size (0.5% of a forward); caching it would keep a second copy (85 MB) of the weights."""
-        return (torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]),
-                torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+    @staticmethod
+    def _split_qkv(module: nn.Module, state: dict, prefix: str, _meta: Any) -> None:
+        for part in ("weight", "bias"):
+            fused = state.pop(f"{prefix}qkv.{part}")
+            for name, piece in zip(MultiheadAttention._QKV, fused.chunk(3)):
+                state[f"{prefix}{name}.{part}"] = piece
+
+    @staticmethod
+    def _merge_qkv(module: nn.Module, state: dict, prefix: str, *_: Any) -> None:
+        for part in ("weight", "bias"):
+            keys = [f"{prefix}{name}.{part}" for name in MultiheadAttention._QKV]
+            if all(k in state for k in keys):
+                state[f"{prefix}qkv.{part}"] = torch.cat([state.pop(k) for k in keys])
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Per head and query: a * (b * c - 1) + 2, (B, H, P, 1).
+
+        Upstream applies grep_linear (64 -> 8) to the unscaled query of each head (projection incl.
+        bias) and sums groups of 4 outputs; all of that is linear in x, so it is folded into one
+        (2H, D) matrix and a single small matmul on x.
+        """
+        batch, length, dim = x.shape
+        heads, hd = self.num_heads, self.head_dim
+        g_w = self.grep_linear.weight.view(2, 4, hd).sum(1)                         # (2, hd)
+        g_b = self.grep_linear.bias.view(2, 4).sum(1)                               # (2,)
+        w_q = self.qkv.weight[:dim].view(heads, hd, dim)
+        b_q = self.qkv.bias[:dim].view(heads, hd)
+        autocasting = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+        exact = torch.autocast(x.device.type, enabled=False) if autocasting else contextlib.nullcontext()
+        with exact:                                                 # a tiny product; keep it float32
+            weight = torch.einsum("jk,hkd->hjd", g_w, w_q).reshape(2 * heads, dim)
+        bias = (b_q @ g_w.t() + g_b).reshape(2 * heads)
+        ab = torch.sigmoid(F.linear(x, weight, bias)).view(batch, length, heads, 2)
+        gate = ab[..., 0] * (ab[..., 1] * self.grep_a.view(heads) - 1.0) + 2.0     # (B, P, H)
+        return gate.transpose(1, 2).unsqueeze(-1)
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
                 key_mask: torch.Tensor | None, scratch: "MaskBuffer | None" = None) -> torch.Tensor:
@@ -134,14 +171,15 @@ class MultiheadAttention(nn.Module):
         `scratch` (inference only) lends the (B, H, P, P) mask memory, reused by every layer.
         """
         batch, length, dim = x.shape
-        qkv = F.linear(x, *self.fused_qkv()).view(batch, length, 3, self.num_heads, self.head_dim)
+        qkv = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                  # (B, H, P, hd) each
+        if q.device.type == "cpu" and q.dtype != torch.float32:
+            # Under autocast on CPU, reduced-precision attention with a dense additive mask measured
+            # slower than float32 (and the mask costs an extra cast per layer): keep it in float32.
+            q, k, v = q.float(), k.float(), v.float()
         mask = key_mask
         if position_bias is not None and self.gru_rel_pos:
-            # The gate is computed from the unscaled query (projection incl. bias), per head and query.
-            ab = torch.sigmoid(self.grep_linear(q).view(batch, self.num_heads, length, 2, 4).sum(-1))
-            gate_a, gate_b = ab[..., :1], ab[..., 1:]
-            gate = (gate_a * (gate_b * self.grep_a - 1.0) + 2.0).to(q.dtype)        # (B, H, P, 1)
+            gate = self.gate(x).to(q.dtype)
             bias = position_bias.to(q.dtype)
             out = None if scratch is None else scratch.get((batch, self.num_heads, length, length), q)
             # One pass over the (B, H, P, P) mask: gate * bias (+ key mask), written into reused memory.
@@ -291,8 +329,9 @@ class BEATs(nn.Module):
 def flops_per_clip(cfg: BEATsConfig, num_frames: int, predictor: bool = False) -> dict[str, float]:
     """Analytic FLOPs (2 x multiply-adds of convolutions and matmuls) of one clip, by part.
 
-    Counts the positional convolution as the direct grouped convolution the model defines, whatever
-    algorithm evaluates it.
+    Counts the computation as upstream defines it, whatever algorithm evaluates it here: the positional
+    convolution as the direct grouped convolution, the gate as grep_linear (64 -> 8) on every head's
+    query (folded here into a (2H, D) projection of x, a 0.1% difference).
     """
     patch = cfg.input_patch_size
     tokens = (num_frames // patch) * cfg.mel_patches

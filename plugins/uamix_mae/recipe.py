@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from asc_bench import distributed as dist
 from asc_bench.frontends import AUDIOMAE, AUDIOMAE_MEAN, AUDIOMAE_STD, audiomae_input, kaldi_fbank
