@@ -8,6 +8,7 @@ resumes from the shards on disk and computes the rest exactly as an uninterrupte
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -84,7 +85,23 @@ class EmbeddingCache:
         return Shard(embeddings=emb, valid=np.asarray(info["valid"], bool), skipped=info["skipped"])
 
     def commit(self, key: str, n_shards: int, meta: dict[str, Any]) -> CacheEntry:
-        """Join the finished shards into one matrix and publish the entry with one rename."""
+        """Join the finished shards into one matrix and publish the entry with one rename.
+
+        Two processes may extract the same key at once (e.g. two runs sharing a cache); a lock makes
+        the second one find the first one's entry instead of racing on the shard files.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entry = self.load(key)
+            if entry is None:
+                self._publish(key, n_shards, meta)
+                entry = self.load(key)
+            shutil.rmtree(self.partial_dir(key), ignore_errors=True)
+        assert entry is not None, f"cache entry {self.final_dir(key)} vanished right after commit"
+        return entry
+
+    def _publish(self, key: str, n_shards: int, meta: dict[str, Any]) -> None:
         shards = [self.read_shard(key, i) for i in range(n_shards)]
         emb = np.concatenate([s.embeddings for s in shards], axis=0)
         valid = np.concatenate([s.valid for s in shards], axis=0)
@@ -96,12 +113,4 @@ class EmbeddingCache:
         for i in range(n_shards):
             (d / f"shard-{i:05d}.npy").unlink()
             (d / f"shard-{i:05d}.json").unlink()
-        final = self.final_dir(key)
-        try:
-            os.rename(d, final)
-        except OSError:
-            # Another process committed the same key first; its content is the same by construction.
-            shutil.rmtree(d, ignore_errors=True)
-        entry = self.load(key)
-        assert entry is not None, f"cache entry {final} vanished right after commit"
-        return entry
+        os.rename(d, self.final_dir(key))
