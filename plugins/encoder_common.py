@@ -51,7 +51,8 @@ def parse_options(encoder: str, given: Mapping[str, str], spec: Mapping[str, Opt
     the valid options."""
     unknown = sorted(set(given) - set(spec))
     if unknown:
-        valid = "; ".join(f"{name} ({opt.help}, default {opt.default})" for name, opt in spec.items())
+        valid = "; ".join(f"{name} ({opt.help}" + (f", default {opt.default})" if opt.default is not None else ")")
+                          for name, opt in spec.items())
         raise UsageError(f"unknown --encoder-option {', '.join(unknown)} for encoder '{encoder}'. "
                          f"Valid options: {valid}.")
     out = {name: opt.default for name, opt in spec.items()}
