@@ -12,12 +12,12 @@ import torch
 import asc_bench
 from asc_bench import distributed as dist
 from asc_bench import stats
-from asc_bench.api import CheckpointError, EncoderRequest, EvalData, UsageError
+from asc_bench.api import CheckpointError, Clip, EncoderRequest, EvalData, UsageError
 from asc_bench.cache import EmbeddingCache, default_cache_dir
 from asc_bench.checkpoints import sha256_file
 from asc_bench.datasets import fingerprints, list_clips
 from asc_bench.hear import PREFIX as HEAR_PREFIX, hear_entry
-from asc_bench.embed import DEFAULT_SHARD_SIZE, embed_dataset, embedding_key
+from asc_bench.embed import DEFAULT_SHARD_SIZE, EmbedResult, embed_dataset, embedding_key
 from asc_bench.plugins import PluginManager, get_manager
 from asc_bench.results import DEFAULT_RESULTS_DIR, SCHEMA, json_safe, package_versions, utc_now, write_record
 from asc_bench.tasks import TaskSpec, resolve_task
@@ -97,11 +97,11 @@ def run_task(encoder: str, task: str | Path, *, plugins: Sequence[str] = (), **s
 @dataclass
 class Embedded:
     spec: TaskSpec
-    clips: list
+    clips: list[Clip]
     listing_fp: str
     files_fp: str
     encoder: BuiltEncoder
-    result: Any     # asc_bench.embed.EmbedResult
+    result: EmbedResult
 
 
 def _embed(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSettings) -> Embedded:
