@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from asc_bench.checkpoints import find_state_dict, read_checkpoint
 from asc_bench.distributed import global_batch_slice, shard_indices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,11 +62,7 @@ def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    return find_state_dict(read_checkpoint(path))
 
 
 @pytest.fixture(scope="module")

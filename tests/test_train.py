@@ -27,6 +27,7 @@ import pytest
 import torch
 import yaml
 
+from asc_bench.checkpoints import find_state_dict, read_checkpoint
 from asc_bench.train_config import ConfigError, TrainConfig, from_mapping, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,11 +78,7 @@ def tiny_task(tmp: Path) -> str:
 
 
 def tensors_of(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+    return find_state_dict(read_checkpoint(path))
 
 
 @pytest.fixture(scope="module")
