@@ -100,6 +100,8 @@ class EvalData:
     classes: list[str]
     splits: list[str | None]        # per clip
     extras: list[Mapping[str, str]]
+    # Protocols may call report(done, total) as episodes/folds finish; the CLI shows it as a bar.
+    report: Callable[[int, int], None] = field(default=lambda done, total: None, repr=False)
 
 
 @dataclass

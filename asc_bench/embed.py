@@ -20,7 +20,7 @@ from asc_bench import distributed as dist
 from asc_bench.api import BadAudioError, Clip
 from asc_bench.audio import CropPolicy, load_clip
 from asc_bench.cache import EmbeddingCache, Shard, cache_key
-from asc_bench.progress import progress
+from asc_bench.progress import Tracker, progress
 
 DEFAULT_SHARD_SIZE = 256
 
@@ -73,11 +73,11 @@ def embed_dataset(encoder: torch.nn.Module, clips: Sequence[Clip], *, key: str, 
     start = time.perf_counter()
     encoder.eval().to(device)
     todo_clips = sum(len(clips[i * shard_size:(i + 1) * shard_size]) for i in todo)
-    with progress("embedding", todo_clips, enabled=show_progress and dist.is_main()) as advance, \
+    with progress("embedding", todo_clips, enabled=show_progress and dist.is_main()) as bar, \
             ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for i in todo:
             part = clips[i * shard_size:(i + 1) * shard_size]
-            shard, batches = _embed_shard(encoder, part, pool, policy, batch_size, device, on_bad_audio, advance)
+            shard, batches = _embed_shard(encoder, part, pool, policy, batch_size, device, on_bad_audio, bar)
             cache.write_shard(key, i, shard)
             result.forward_passes += batches
             result.clips_embedded += int(shard.valid.sum())
@@ -106,7 +106,7 @@ def _decode(clip: Clip, sample_rate: int, policy: CropPolicy, min_samples: int) 
 
 
 def _embed_shard(encoder: torch.nn.Module, part: Sequence[Clip], pool: ThreadPoolExecutor, policy: CropPolicy,
-                 batch_size: int, device: str, on_bad_audio: str, advance) -> tuple[Shard, int]:
+                 batch_size: int, device: str, on_bad_audio: str, bar: Tracker) -> tuple[Shard, int]:
     sr = int(encoder.sample_rate)
     min_samples = int(getattr(encoder, "min_samples", 1))
     waves = list(pool.map(lambda c: _decode(c, sr, policy, min_samples), part))
@@ -131,6 +131,6 @@ def _embed_shard(encoder: torch.nn.Module, part: Sequence[Clip], pool: ThreadPoo
             out = encoder(batch.to(device), lengths.to(device))
             emb[idx] = out.float().cpu().numpy()
             batches += 1
-            advance(len(idx))
-    advance(int((~valid).sum()))
+            bar.advance(len(idx))
+    bar.advance(int((~valid).sum()))
     return Shard(embeddings=emb, valid=valid, skipped=skipped), batches

@@ -3,35 +3,55 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 stderr = Console(stderr=True)
 
 
+class Tracker:
+    """Counts work done. `advance(n)` adds n; `update(done, total)` sets both (a protocol that learns
+    its total only once it has sampled its episodes reports this way). Plain mode prints at each
+    quarter so logs stay readable."""
+
+    def __init__(self, description: str, total: int | None, bar: Progress | None):
+        self.description, self.total, self.done = description, total, 0
+        self._bar = bar
+        self._task: TaskID | None = bar.add_task(description, total=total) if bar is not None else None
+        self._next_quarter = 0.25
+
+    def advance(self, n: int = 1) -> None:
+        if n > 0:
+            self.update(self.done + n, self.total)
+
+    def update(self, done: int, total: int | None) -> None:
+        self.done, self.total = done, total
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+            return
+        if not total:
+            return
+        if done / total >= self._next_quarter or done == total:
+            print(f"{self.description}: {done}/{total}", file=sys.stderr, flush=True)
+            while self._next_quarter <= done / total:
+                self._next_quarter += 0.25
+
+
+class _Silent(Tracker):
+    def update(self, done: int, total: int | None) -> None:
+        self.done, self.total = done, total
+
+
 @contextmanager
-def progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`. Plain mode prints at most ~5 lines so logs stay readable."""
-    if not enabled or total <= 0:
-        yield lambda n=1: None
+def progress(description: str, total: int | None = None, enabled: bool = True) -> Iterator[Tracker]:
+    if not enabled:
+        yield _Silent(description, total, None)
         return
     if sys.stderr.isatty():
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=stderr, transient=True) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
+            yield Tracker(description, total, bar)
         return
-    state = {"done": 0, "next": 0.25}
-
-    def advance(n: int = 1) -> None:
-        if n <= 0:
-            return
-        state["done"] += n
-        if state["done"] / total >= state["next"] or state["done"] == total:
-            print(f"{description}: {state['done']}/{total}", file=sys.stderr, flush=True)
-            while state["next"] <= state["done"] / total:
-                state["next"] += 0.25
-
-    yield advance
+    yield Tracker(description, total, None)

@@ -19,6 +19,7 @@ from asc_bench.datasets import fingerprints, list_clips
 from asc_bench.hear import PREFIX as HEAR_PREFIX, hear_entry
 from asc_bench.embed import DEFAULT_SHARD_SIZE, EmbedResult, embed_dataset, embedding_key
 from asc_bench.plugins import PluginManager, get_manager
+from asc_bench.progress import progress
 from asc_bench.results import DEFAULT_RESULTS_DIR, SCHEMA, json_safe, package_versions, utc_now, write_record
 from asc_bench.tasks import TaskSpec, resolve_task
 
@@ -39,10 +40,19 @@ class BuiltEncoder:
         return {"name": self.name, "config": self.config, "checkpoint_sha256": self.checkpoint_sha256}
 
 
+def check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine (torch "
+                         f"{torch.__version__}); use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got '{device}'")
+
+
 def build_encoder(manager: PluginManager, name: str, *, checkpoint: str | Path | None = None,
                   random_init: bool = False, options: Mapping[str, str] | None = None,
                   device: str = "cpu") -> BuiltEncoder:
     entry = hear_entry(name) if name.startswith(HEAR_PREFIX) else manager.get("encoders", name)
+    check_device(device)
     if checkpoint is not None and random_init:
         raise UsageError("--checkpoint and --random-init exclude each other: pick one")
     if entry.requires_weights and checkpoint is None and not random_init:
@@ -139,7 +149,9 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
                     labels=np.array([index[c.label] for c in kept], dtype=np.int64), classes=classes,
                     splits=[c.split for c in kept], extras=[dict(c.extra) for c in kept])
     params = {**spec.params, "_spec_hash": spec.spec_hash, "_fingerprint": listing_fp}
-    result = protocol.run(data, params, seed)
+    with progress(f"scoring ({spec.protocol})", enabled=opts.show_progress and dist.is_main()) as bar:
+        data.report = bar.update
+        result = protocol.run(data, params, seed)
     ci = stats.mean_ci(result.scores)
     record = {
         "schema": SCHEMA, "asc_bench_version": asc_bench.__version__, "timestamp": utc_now(),

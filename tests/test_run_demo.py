@@ -76,3 +76,11 @@ def test_list_json_shows_builtins():
     tasks = {t["name"]: t for t in json.loads(cli("list", "tasks", "--json").stdout)}
     assert tasks["demo-5way1shot"]["dataset"] == "demo"
     assert tasks["demo-5way1shot"]["protocol"] == "fewshot-prototype"
+
+
+def test_table_on_stdout_and_plain_progress_lines_when_not_a_terminal(demo_root, dirs):
+    proc = cli("run", "--encoder", "logmel-stats", "--task", "demo-5way1shot", "--param", "episodes=100",
+               "--data-root", str(demo_root), "--cache-dir", str(dirs["cache"]), "--results-dir", str(dirs["results"]))
+    assert "score ± 95% CI" in proc.stdout and "100 episodes" in proc.stdout
+    assert "embedding: 192/192" in proc.stderr and "scoring (fewshot-prototype): 100/100" in proc.stderr
+    assert len(proc.stderr.splitlines()) < 12

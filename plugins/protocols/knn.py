@@ -93,6 +93,7 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
         scores.append(float(correct.mean()))
         idx_all.append(te)
         ok_all.append(correct)
+        data.report(len(scores), len(folds.names))
     idx = np.concatenate(idx_all)
     ok = np.concatenate(ok_all)
     order = np.argsort(idx, kind="stable")

@@ -104,6 +104,7 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
         scores.append(float(correct.mean()))
         idx_all.append(te)
         ok_all.append(correct)
+        data.report(len(scores), len(folds.names))
         inner_note = (f"{fit.inner_splits}-fold inner CV" if fit.inner_splits
                       else "no inner CV")
         notes.append(f"fold {name}: C={fit.C:g} ({inner_note})"

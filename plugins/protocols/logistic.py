@@ -80,6 +80,7 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
         n_unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
         correct = clf.predict(x[test]) == y[test]
         scores[d] = correct.mean()
+        data.report(d + 1, ep.n_episodes)
         if d == 0:
             order = np.argsort(test, kind="stable")
             predictions = {"index": test[order].astype(np.int64),
