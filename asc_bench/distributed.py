@@ -67,43 +67,39 @@ def env_info() -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, backend=None, device="cpu")
 
 
-_INFO: DistInfo | None = None
-
-
 def init(device: str | None = None) -> DistInfo:
     """Join torchrun's process group when ``WORLD_SIZE > 1`` (idempotent).
 
     ``device``: "cpu" forces gloo; "cuda" forces nccl; None picks nccl when CUDA is available and
-    otherwise gloo. Each CUDA rank uses ``cuda:LOCAL_RANK``.
+    otherwise gloo. Each CUDA rank uses ``cuda:LOCAL_RANK``. Nothing is cached here: the process group
+    torch keeps is the only state, and ``info()`` reads it back.
     """
-    global _INFO
-    if _INFO is not None:
-        return _INFO
     env = env_info()
     use_cuda = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
-    dev = f"cuda:{env.local_rank}" if use_cuda else "cpu"
     if env.world_size <= 1:
-        _INFO = DistInfo(0, 1, 0, None, "cuda" if use_cuda else "cpu")
-        return _INFO
-    backend = "nccl" if use_cuda else "gloo"
+        return DistInfo(0, 1, 0, None, "cuda" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(env.local_rank)
     if not tdist.is_initialized():
-        tdist.init_process_group(backend=backend, rank=env.rank, world_size=env.world_size)
-    _INFO = DistInfo(env.rank, env.world_size, env.local_rank, backend, dev)
-    return _INFO
+        tdist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=env.rank,
+                                 world_size=env.world_size)
+    return info()
 
 
 def shutdown() -> None:
     """Leave the process group (call once at the end of a torchrun entry point)."""
-    global _INFO
     if tdist.is_available() and tdist.is_initialized():
         tdist.destroy_process_group()
-    _INFO = None
 
 
 def info() -> DistInfo:
-    return _INFO if _INFO is not None else env_info()
+    """The process group as torch holds it (or the environment's view before ``init``)."""
+    env = env_info()
+    if not (tdist.is_available() and tdist.is_initialized()):
+        return env
+    backend = str(tdist.get_backend())
+    device = f"cuda:{env.local_rank}" if backend == "nccl" else "cpu"
+    return DistInfo(tdist.get_rank(), tdist.get_world_size(), env.local_rank, backend, device)
 
 
 def is_distributed() -> bool:
