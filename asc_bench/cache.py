@@ -13,9 +13,10 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import platformdirs
@@ -71,12 +72,26 @@ class EmbeddingCache:
     def has_shard(self, key: str, index: int) -> bool:
         return (self.partial_dir(key) / f"shard-{index:05d}.json").exists()
 
-    def write_shard(self, key: str, index: int, shard: Shard) -> None:
-        d = self.partial_dir(key)
-        atomic_save_npy(d / f"shard-{index:05d}.npy", np.ascontiguousarray(shard.embeddings, np.float32))
-        # The .json is written last: its presence marks the shard as finished.
-        atomic_write_json(d / f"shard-{index:05d}.json",
-                          {"valid": shard.valid.astype(bool).tolist(), "skipped": shard.skipped})
+    @contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """Serialise shard writes and the commit of one key across processes (torchrun ranks, or two
+        runs sharing a cache): a commit renames the shard folder, which must not happen mid-write."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def write_shard(self, key: str, index: int, shard: Shard) -> bool:
+        """Write one finished shard; False when another process has already committed the key."""
+        with self._locked(key):
+            if self.final_dir(key).is_dir():
+                return False
+            d = self.partial_dir(key)
+            atomic_save_npy(d / f"shard-{index:05d}.npy", np.ascontiguousarray(shard.embeddings, np.float32))
+            # The .json is written last: its presence marks the shard as finished.
+            atomic_write_json(d / f"shard-{index:05d}.json",
+                              {"valid": shard.valid.astype(bool).tolist(), "skipped": shard.skipped})
+        return True
 
     def read_shard(self, key: str, index: int) -> Shard:
         d = self.partial_dir(key)
@@ -87,12 +102,10 @@ class EmbeddingCache:
     def commit(self, key: str, n_shards: int, meta: dict[str, Any]) -> CacheEntry:
         """Join the finished shards into one matrix and publish the entry with one rename.
 
-        Two processes may extract the same key at once (e.g. two runs sharing a cache); a lock makes
-        the second one find the first one's entry instead of racing on the shard files.
+        When another process committed the key first, its entry is returned (same content by
+        construction) and this process's leftover shards are removed.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._locked(key):
             entry = self.load(key)
             if entry is None:
                 self._publish(key, n_shards, meta)

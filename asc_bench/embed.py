@@ -78,9 +78,11 @@ def embed_dataset(encoder: torch.nn.Module, clips: Sequence[Clip], *, key: str, 
         for i in todo:
             part = clips[i * shard_size:(i + 1) * shard_size]
             shard, batches = _embed_shard(encoder, part, pool, policy, batch_size, device, on_bad_audio, bar)
-            cache.write_shard(key, i, shard)
             result.forward_passes += batches
             result.clips_embedded += int(shard.valid.sum())
+            if not cache.write_shard(key, i, shard):
+                result.notes.append("another process committed the same cache entry first; using it")
+                break
     result.seconds = time.perf_counter() - start
     dist.barrier()
     if dist.is_main():

@@ -324,14 +324,18 @@ def test_kill_then_resume_equals_uninterrupted(recipe, tmp_path, data_root, requ
     # The uninterrupted reference runs alongside the run we kill.
     ref = subprocess.Popen([sys.executable, "-m", "asc_bench", *base, "--out", str(tmp_path / "ref")],
                            env=env(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim_log = open(tmp_path / "victim.log", "w")
     victim = subprocess.Popen([sys.executable, "-m", "asc_bench", *base, "--out", str(tmp_path / "run")],
-                              env=env(tmp_path), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env(tmp_path), cwd=REPO, stdout=victim_log, stderr=subprocess.STDOUT)
     first = tmp_path / "run/checkpoints/step-00000002"
     deadline = time.monotonic() + 240
     while not first.is_dir() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
-    assert victim.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    code = victim.wait()
+    victim_log.close()
+    assert code == -signal.SIGKILL, f"the run ended (exit {code}) before it could be killed:\n" + \
+        (tmp_path / "victim.log").read_text()[-3000:]
     assert not (tmp_path / "run/export").exists()
     out, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err
