@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from asc_bench.api import Clip, LayoutError, UsageError
 
-DOCS = "see the official layout in the asc-bench docs: datasets.md / README section '{}'"
+DOCS = "see the expected layout in asc-bench's docs/datasets.md, section '{}'"
 FIRST_FEW = 5
 
 
