@@ -151,6 +151,16 @@ class Table:
         raise LayoutError(f"dataset '{dataset}': {self.path} has no column '{name}' (header: "
                           f"{', '.join(self.columns) or 'none'}); {hint(section)}")
 
+    def required(self, names: Sequence[str], dataset: str, section: str) -> list[int]:
+        """Indices of the named columns; every row must reach the last of them (else file:line)."""
+        idx = [self.index(n, dataset, section) for n in names]
+        need = max(idx) + 1
+        short = next((r for r, row in enumerate(self.rows) if len(row) < need), None)
+        if short is not None:
+            raise malformed(dataset, self.where(short), f"expected {len(self.columns)} fields "
+                            f"({', '.join(self.columns)}), got {len(self.rows[short])}", section)
+        return idx
+
     def optional(self, name: str) -> int | None:
         return self.columns.get(name)
 

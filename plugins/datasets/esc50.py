@@ -25,18 +25,12 @@ def build(request: DatasetRequest) -> list[Clip]:
     base = L.locate(root, META, FOLDERS, NAME, SECTION)
     meta = L.join(base, META)
     table = L.read_table(meta, ",", NAME, SECTION, header="filename", default_columns=COLUMNS, min_fields=4)
-    i_file = table.index("filename", NAME, SECTION)
-    i_fold = table.index("fold", NAME, SECTION)
-    i_cat = table.index("category", NAME, SECTION)
+    i_file, i_fold, i_cat = table.required(("filename", "fold", "category"), NAME, SECTION)
     i_esc10 = table.optional("esc10")
     extra_cols = [(n, table.columns[n]) for n in ("target", "esc10", "src_file", "take") if n in table.columns]
-    need = max(i_file, i_fold, i_cat) + 1
     audio = L.join(base, "audio")
     clips: list[Clip] = []
     for r, row in enumerate(table.rows):
-        if len(row) < need:
-            raise L.malformed(NAME, table.where(r), f"expected {len(table.columns)} comma-separated fields, "
-                              f"got {len(row)}", SECTION)
         fold = row[i_fold].strip()
         if not fold.isdigit():
             raise L.malformed(NAME, table.where(r), f"fold {fold!r} is not a fold number", SECTION)

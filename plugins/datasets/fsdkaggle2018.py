@@ -58,16 +58,11 @@ def _read_split(base: str, split: str, verified_only: bool) -> list[Clip]:
         raise L.missing_file(NAME, os.path.join(base, AUDIO[split][0]), SECTION, what=f"{split} audio folder")
     table = L.read_table(meta, ",", NAME, SECTION, header="fname", default_columns=("fname", "label"),
                          min_fields=2)
-    i_file = table.index("fname", NAME, SECTION)
-    i_label = table.index("label", NAME, SECTION)
+    i_file, i_label = table.required(("fname", "label"), NAME, SECTION)
     i_ver, i_usage = table.optional("manually_verified"), table.optional("usage")
     extra_cols = [(n, table.columns[n]) for n in ("freesound_id", "license", "usage") if n in table.columns]
-    need = max(i_file, i_label) + 1
     clips: list[Clip] = []
-    for r, row in enumerate(table.rows):
-        if len(row) < need:
-            raise L.malformed(NAME, table.where(r), f"expected {len(table.columns)} comma-separated fields, "
-                              f"got {len(row)}", SECTION)
+    for row in table.rows:
         label = row[i_label].strip()
         if (i_usage is not None and i_usage < len(row) and row[i_usage].strip() == "Ignored") or label in ("", "None"):
             continue   # Kaggle leaderboard padding clips carry no label

@@ -59,17 +59,12 @@ def _read_meta(path: str) -> dict[str, tuple[str, dict[str, str]]]:
     """file name -> (scene_label, extras), columns matched by header name."""
     table = L.read_table(path, "\t", NAME, SECTION, header="filename", default_columns=META_COLUMNS,
                          min_fields=2)
-    i_file = table.index("filename", NAME, SECTION)
-    i_label = table.index("scene_label", NAME, SECTION)
+    i_file, i_label = table.required(("filename", "scene_label"), NAME, SECTION)
     i_id, i_dev = table.optional("identifier"), table.optional("source_label")
-    need = max(i_file, i_label) + 1
     both = i_id is not None and i_dev is not None
     width = max(i_id, i_dev) + 1 if both else 0
     out: dict[str, tuple[str, dict[str, str]]] = {}
-    for r, row in enumerate(table.rows):
-        if len(row) < need:
-            raise L.malformed(NAME, table.where(r), f"expected {len(table.columns)} TAB-separated fields, "
-                              f"got {len(row)}", SECTION)
+    for row in table.rows:
         rel = row[i_file].strip()
         if both and len(row) >= width:
             ident, dev = row[i_id].strip(), row[i_dev].strip()
