@@ -174,6 +174,6 @@ class AugmentationEntry:
 @dataclass(frozen=True)
 class RecipeEntry:
     name: str
-    recipe: Any                     # an object following asc_bench.train.Recipe
+    recipe: Any                     # an object following asc_bench.training.loop.Recipe
     description: str = ""
     plugin: str = ""

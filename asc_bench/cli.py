@@ -221,7 +221,7 @@ def run_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bool, 
         return
     _print_runs(records, console=err if as_json else out)
     if as_json:
-        from asc_bench.results import json_safe
+        from asc_bench.evaluation.records import json_safe
 
         public = [json_safe({k: v for k, v in r.items() if not k.startswith("_")}) for r in records]
         click.echo(json.dumps(public[0] if len(public) == 1 else public, indent=1))
@@ -295,8 +295,8 @@ def extract_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bo
 def compare_cmd(task: str, encoders: tuple[str, ...], results_dir: str | None, seed: int | None, all_pairs: bool,
                 alpha: float, as_json: bool) -> None:
     """Paired tests between encoders on identical episodes, from stored records."""
-    from asc_bench.compare import compare_records
-    from asc_bench.results import DEFAULT_RESULTS_DIR, load_records
+    from asc_bench.evaluation.compare import compare_records
+    from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, load_records
 
     if len(encoders) < 2:
         raise UsageError("compare needs at least two encoders")
@@ -328,8 +328,8 @@ def compare_cmd(task: str, encoders: tuple[str, ...], results_dir: str | None, s
 def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None) -> None:
     """Markdown tables (mean ± CI, best in bold, † = not significantly worse than the best) from records."""
     from asc_bench.atomic import atomic_write_bytes
-    from asc_bench.leaderboard import render_leaderboard, write_plots
-    from asc_bench.results import DEFAULT_RESULTS_DIR, load_records
+    from asc_bench.evaluation.leaderboard import render_leaderboard, write_plots
+    from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, load_records
 
     records = load_records(results_dir or DEFAULT_RESULTS_DIR)
     if not records:
@@ -355,7 +355,7 @@ def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | Non
 def train_cmd(recipe: str, config_path: str, data_root: str | None, out_dir: str | None, resume: bool,
               max_steps: int | None, overrides: tuple[str, ...]) -> None:
     """Train a recipe (ContrastASC teacher/student, uaMix-MAE tuning) in the shared loop; torchrun-aware."""
-    from asc_bench.train import run_training
+    from asc_bench.training.loop import run_training
 
     result = run_training(recipe, config_path, data_root=data_root, out_dir=out_dir, resume=resume,
                           max_steps=max_steps, plugins=click.get_current_context().find_object(Context).plugins,

@@ -71,7 +71,7 @@ def register_recipes(register: Callable[..., None]) -> None:
     """Register training recipes for ``asc-bench train``.
 
     Called once at start-up. Call ``register(name, recipe, *, description="")`` with an object that
-    follows ``asc_bench.train.Recipe``.
+    follows ``asc_bench.training.loop.Recipe``.
     """
 
 

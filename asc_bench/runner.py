@@ -11,16 +11,16 @@ import torch
 
 import asc_bench
 from asc_bench import distributed as dist
-from asc_bench import stats
 from asc_bench.api import CheckpointError, Clip, EncoderRequest, EvalData, UsageError
-from asc_bench.cache import EmbeddingCache, default_cache_dir
-from asc_bench.checkpoints import sha256_file
-from asc_bench.datasets import fingerprints, list_clips
-from asc_bench.hear import PREFIX as HEAR_PREFIX, hear_entry
-from asc_bench.embed import DEFAULT_SHARD_SIZE, EmbedResult, embed_dataset, embedding_key
+from asc_bench.data.listing import fingerprints, list_clips
+from asc_bench.embedding.cache import EmbeddingCache, default_cache_dir
+from asc_bench.embedding.checkpoints import sha256_file
+from asc_bench.embedding.extract import DEFAULT_SHARD_SIZE, EmbedResult, embed_dataset, embedding_key
+from asc_bench.embedding.hear import PREFIX as HEAR_PREFIX, hear_entry
+from asc_bench.evaluation import stats
+from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, SCHEMA, json_safe, package_versions, utc_now, write_record
 from asc_bench.plugins import PluginManager, get_manager
 from asc_bench.progress import progress
-from asc_bench.results import DEFAULT_RESULTS_DIR, SCHEMA, json_safe, package_versions, utc_now, write_record
 from asc_bench.tasks import TaskSpec, resolve_task
 
 BAD_AUDIO_POLICIES = ("fail", "skip")

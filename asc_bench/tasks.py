@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import yaml
 
 from asc_bench.api import UsageError
-from asc_bench.audio import CropPolicy
+from asc_bench.data.audio import CropPolicy
 
 REQUIRED = ("name", "dataset", "protocol")
 OPTIONAL = ("description", "group", "dataset_options", "params", "audio", "seed", "source", "unverified")

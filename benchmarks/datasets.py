@@ -67,7 +67,7 @@ def main() -> None:
     t0 = time.perf_counter()
     base = make_layout(parent, args.rows)
     print(f"layout: {args.rows:,} rows at {base} ({time.perf_counter() - t0:.1f} s to create or find)")
-    from asc_bench.datasets import fingerprints, paused_gc
+    from asc_bench.data.listing import fingerprints, paused_gc
 
     def listing() -> list:
         with paused_gc():                     # as the core's list_clips runs every adapter

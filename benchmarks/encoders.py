@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 
 from asc_bench.api import EncoderRequest
-from asc_bench.frontends import num_frames
+from asc_bench.embedding.frontends import num_frames
 from asc_bench_plugins.audiomae.encoder import build_audiomae
 from asc_bench_plugins.audiomae.vit import flops_per_input
 from asc_bench_plugins.beats.encoder import build_beats

@@ -3,7 +3,7 @@
     python benchmarks/episodes.py [--episodes 10000] [--repeat 15] [--loop-repeat 3] [--chunks 10]
 
 Data: 2,000 clips of random float32 embeddings (D = 768), 50 classes x 40 clips. Task: 5-way
-1-shot episodes, 15 queries per class. Vectorised = asc_bench.episodes.sample_episodes +
+1-shot episodes, 15 queries per class. Vectorised = asc_bench.evaluation.episodes.sample_episodes +
 asc_bench_plugins.protocols.prototype.prototype_accuracy (one Gram matrix, index arithmetic).
 Loop = for every episode: draw the classes and clips with numpy (Generator.choice), build the
 prototypes, one torch.cdist, argmin. The loop is also timed on the vectorised episodes (scoring
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from asc_bench.episodes import sample_episodes
+from asc_bench.evaluation.episodes import sample_episodes
 from asc_bench_plugins.protocols.prototype import prototype_accuracy
 
 N_CLASSES, PER_CLASS, DIM = 50, 40, 768

@@ -19,9 +19,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from asc_bench.train import TrainContext, _enter_stage
-from asc_bench.train_config import TrainConfig, from_mapping
-from asc_bench.train_optim import build_optimizer
+from asc_bench.training.config import TrainConfig, from_mapping
+from asc_bench.training.loop import TrainContext, _enter_stage
+from asc_bench.training.optim import build_optimizer
 
 
 def context(recipe: Any, section: dict[str, Any], n_classes: int, n_clips: int, **common: Any) -> tuple[TrainConfig, TrainContext]:

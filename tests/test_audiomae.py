@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from asc_bench.api import CheckpointError, EncoderRequest, UsageError
-from asc_bench.frontends import AUDIOMAE, kaldi_fbank
+from asc_bench.embedding.frontends import AUDIOMAE, kaldi_fbank
 from asc_bench_plugins.audiomae.encoder import build_audiomae, summary
 from asc_bench_plugins.audiomae.vit import AudioViT, ViTConfig, flops_per_input
 from tests.fixtures_path import fixtures_dir
 
 TOL = 1e-5              # README: pooled/tokens/logits given model_input
-INPUT_TOL = 1e-4        # model input recomputed with the same float32 ops (README allows 1e-3)
+INPUT_TOL = 1e-3        # README: model_input recomputed from the waveform
+FBANK_TOL = 5e-3        # kaldi_fbank README: raw log-mel of a float64/differently-ordered fbank (measured 3.2e-3)
+END_TO_END_TOL = 1e-3   # pooled output from the waveform: the model_input tier carried through a near-isometric ViT
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +71,12 @@ def test_end_to_end_cut_policy_matches_official(folder, io):
     wave, lengths = _batch(io)
     fbank, frames = kaldi_fbank(wave, lengths, AUDIOMAE)
     assert frames.tolist() == [398, 1048]
-    np.testing.assert_allclose(fbank[0, :398].numpy(), io["fbank_0"], rtol=0, atol=INPUT_TOL)
-    np.testing.assert_allclose(fbank[1].numpy(), io["fbank_1"], rtol=0, atol=INPUT_TOL)
+    np.testing.assert_allclose(fbank[0, :398].numpy(), io["fbank_0"], rtol=0, atol=FBANK_TOL)
+    np.testing.assert_allclose(fbank[1].numpy(), io["fbank_1"], rtol=0, atol=FBANK_TOL)
     x, owner = enc.windows(fbank, frames)
     assert owner.tolist() == [0, 1]
     np.testing.assert_allclose(x.numpy(), io["model_input"], rtol=0, atol=INPUT_TOL)
-    np.testing.assert_allclose(enc(wave, lengths).numpy(), io["pt_pooled"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(enc(wave, lengths).numpy(), io["pt_pooled"], rtol=0, atol=END_TO_END_TOL)
 
 
 def test_average_policy_averages_evenly_spaced_full_windows(folder, io):
@@ -88,11 +90,11 @@ def test_average_policy_averages_evenly_spaced_full_windows(folder, io):
     x = ((windows + 4.2677393) / (2 * 4.5689974)).unsqueeze(1)
     with torch.inference_mode():
         expected = enc.vit.pool(enc.vit.forward_tokens(x)).mean(0)
-    np.testing.assert_allclose(emb[1].numpy(), expected.numpy(), rtol=0, atol=1e-3)
+    np.testing.assert_allclose(emb[1].numpy(), expected.numpy(), rtol=0, atol=END_TO_END_TOL)
     # Short clips are unaffected by the policy, and independent of the batch they are in.
-    np.testing.assert_allclose(emb[0].numpy(), io["pt_pooled"][0], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(emb[0].numpy(), io["pt_pooled"][0], rtol=0, atol=END_TO_END_TOL)
     alone = enc(wave[:1, : len(io["wav_0"])], lengths[:1])
-    np.testing.assert_allclose(alone[0].numpy(), emb[0].numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(alone[0].numpy(), emb[0].numpy(), rtol=0, atol=1e-5)   # same clip alone or batched: float32 op order only
 
 
 def test_file_with_training_args_loads(folder, io, tmp_path):
@@ -148,7 +150,7 @@ def test_plugin_registers_audiomae():
 
 
 def test_analytic_flops_agree_with_the_shape_counter():
-    from asc_bench.macs import count_macs
+    from asc_bench.embedding.macs import count_macs
 
     with torch.device("meta"):
         vit = AudioViT(ViTConfig())

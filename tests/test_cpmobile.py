@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from asc_bench.api import CheckpointError, EncoderRequest, UsageError
-from asc_bench.checkpoints import read_checkpoint, strip_prefix
-from asc_bench.macs import count_macs
+from asc_bench.embedding.checkpoints import read_checkpoint, strip_prefix
+from asc_bench.embedding.macs import count_macs
 from asc_bench_plugins import contrastasc
 from asc_bench_plugins.contrastasc.checkpoint import load_student, save_student
 from asc_bench_plugins.contrastasc.cpmobile import (ChannelLayerNorm, CPMobile, CPMobileConfig, count_parameters,
@@ -76,10 +76,10 @@ def test_official_model_matches_fixture(fx, meta, name):
         torch.testing.assert_close(m64.pooled(stages["s3"]), io["embedding"], atol=1e-10, rtol=0)
         torch.testing.assert_close(m64.logits(stages["s3"]), io["logits"], atol=1e-10, rtol=0)
         for key in ("in_c", "s1", "s2", "s3"):
-            torch.testing.assert_close(stages[key].float(), io[f"feat_{key}"], atol=1e-5, rtol=0)
+            torch.testing.assert_close(stages[key].float(), io[f"feat_{key}"], atol=1e-5, rtol=0)   # README: feat_* are float32 roundings of the float64 run
         feats = model.forward_features(io["input_logmel"])
-        torch.testing.assert_close(model.pooled(feats).double(), io["embedding"], atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(model(io["input_logmel"]).double(), io["logits"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(model.pooled(feats).double(), io["embedding"], atol=1e-5, rtol=1e-4)   # README: float32 implementation abs 1e-5, rel 1e-4
+        torch.testing.assert_close(model(io["input_logmel"]).double(), io["logits"], atol=1e-5, rtol=1e-4)   # README: float32 implementation abs 1e-5, rel 1e-4
 
 
 @pytest.mark.parametrize("kind,file", [("dcase23", "frontend.safetensors"), ("dcase24", "frontend_dcase24.safetensors")])
@@ -89,9 +89,9 @@ def test_frontend_matches_fixture(fx, kind, file):
     out = frontend(data["waveform"])
     assert out.shape == data["logmel"].shape
     assert frontend.n_frames(data["waveform"].shape[1]) == data["logmel"].shape[-1]
-    torch.testing.assert_close(out, data["logmel"], atol=2e-4, rtol=0)
+    torch.testing.assert_close(out, data["logmel"], atol=2e-4, rtol=0)   # README: abs 2e-4 for either log-mel
     # batched = one at a time (no cross-talk between clips)
-    torch.testing.assert_close(frontend(data["waveform"][2:3]), out[2:3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(frontend(data["waveform"][2:3]), out[2:3], atol=1e-5, rtol=0)   # one clip alone or batched: same frontend arithmetic
 
 
 @pytest.mark.parametrize("name,ckpt", [(MODEL_DIRS[0], "lightning_style.ckpt"), (MODEL_DIRS[1], "lightning_style.ckpt"),
@@ -114,7 +114,7 @@ def test_official_checkpoint_loads_through_builder(fx, meta, encoders, name, ckp
                                    else "frontend_dcase24.safetensors")))["waveform"]
         full = enc(wave, torch.full((4,), wave.shape[1]))
         manual = enc.model.pooled(enc.model.forward_features(LogMel(entry["implementation"])(wave).unsqueeze(1)))
-    torch.testing.assert_close(emb.double(), io["embedding"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(emb.double(), io["embedding"], atol=1e-5, rtol=1e-4)   # README: float32 implementation abs 1e-5, rel 1e-4
     torch.testing.assert_close(full, manual, atol=1e-6, rtol=0)
     assert enc.config()["checkpoint_sha256"] and enc.config()["frontend"] == entry["implementation"]
 
@@ -257,7 +257,7 @@ def test_embedding_does_not_depend_on_batch_mates(encoders):
     with torch.no_grad():
         batch = enc(noisy, lengths)
         alone = torch.cat([enc(wave[i:i + 1, :n], lengths[i:i + 1]) for i, n in enumerate(lengths.tolist())])
-    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch, alone, atol=1e-5, rtol=1e-5)   # padded batch vs per-clip: float32 op order only
     assert not torch.allclose(batch[0], batch[1])
     # random weights come from the seed option alone
     build = encoders["contrastasc-cpm-6k"]["build"]

@@ -21,8 +21,8 @@ import pytest
 import torch
 import yaml
 
-from asc_bench.checkpoints import find_state_dict, read_checkpoint
 from asc_bench.distributed import global_batch_slice, shard_indices
+from asc_bench.embedding.checkpoints import find_state_dict, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -80,6 +80,7 @@ def test_shard_indices_partition_in_order():
         global_batch_slice(6, 0, 4)
 
 
+@pytest.mark.slow
 def test_teacher_steps_on_two_ranks_match_one_process(tmp_path, data_root):
     cfg = yaml.safe_load((REPO / "plugins/contrastasc/configs/teacher-tiny.yaml").read_text())
     cfg.update(steps=4, batch_size=8, checkpoint_every=100, dataset_options=TINY_DATA, cache_dir=str(tmp_path / "c"))
@@ -96,6 +97,7 @@ def test_teacher_steps_on_two_ranks_match_one_process(tmp_path, data_root):
     assert [m["stage"] for m in metrics][-1] == "B-all"
 
 
+@pytest.mark.slow
 def test_grad_accumulation_on_two_ranks_matches_one_process(tmp_path, data_root):
     cfg = {"seed": 5, "steps": 5, "batch_size": 8, "grad_accum": 2, "lr": 3e-3, "warmup_steps": 1,
            "layer_decay": 0.7, "checkpoint_every": 100, "dataset": "demo", "dataset_options": TINY_DATA,
@@ -111,8 +113,9 @@ def test_grad_accumulation_on_two_ranks_matches_one_process(tmp_path, data_root)
     assert relative_difference(one, two) < REL_TOL
 
 
+@pytest.mark.slow
 def test_extraction_on_two_ranks_equals_one_process(tmp_path, data_root):
-    from asc_bench.cache import EmbeddingCache
+    from asc_bench.embedding.cache import EmbeddingCache
 
     common = ["run", "--encoder", "logmel-stats", "--task", "demo-5way1shot", "--data-root", str(data_root),
               "--param", "episodes=10", "--shard-size", "32", "--json"]

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from asc_bench.api import AscBenchError, EvalData, UsageError
-from asc_bench.episodes import episode_hash, sample_episodes
+from asc_bench.evaluation.episodes import episode_hash, sample_episodes
 from asc_bench_plugins.protocols import knn, linear_probe, logistic, prototype
 
 BASE = {"n_way": 5, "k_shot": 2, "n_query": 4, "episodes": 300}
@@ -49,7 +49,7 @@ def test_hash_changes_with_seed_spec_fingerprint_params(change):
 
 _CHILD = """
 import sys, numpy as np
-from asc_bench.episodes import sample_episodes
+from asc_bench.evaluation.episodes import sample_episodes
 labels = np.repeat(np.arange(7), [12, 9, 15, 10, 11, 8, 30])
 print(sample_episodes(labels, None, {"n_way": 5, "k_shot": 2, "n_query": 4, "episodes": 300}, 0,
                       spec_hash="s", fingerprint="f").hash)
@@ -181,7 +181,7 @@ def test_sampling_is_uniform_enough():
 def test_one_episode_blocks_still_give_valid_episodes(monkeypatch):
     # The block size is a fixed function of (N, class sizes), never of the machine; a different
     # block size consumes the stream differently, so only validity is checked here.
-    import asc_bench.episodes as mod
+    import asc_bench.evaluation.episodes as mod
     labels = _labels([12, 9, 15, 10, 11, 8, 30])
     whole = _episodes(labels)
     monkeypatch.setattr(mod, "_BLOCK_ELEMENTS", 1)

@@ -8,12 +8,17 @@ import pytest
 import torch
 
 from asc_bench.api import BadAudioError
-from asc_bench.frontends import (AUDIOMAE, BEATS, ClipTooShortError, audiomae_input, beats_normalise,
-                                 kaldi_fbank)
+from asc_bench.embedding.frontends import (AUDIOMAE, BEATS, ClipTooShortError, audiomae_input, beats_normalise,
+                                           kaldi_fbank)
 from tests.fixtures_path import fixtures_dir
 
-# README: abs 1e-4 for an implementation using the same float32 torch operations.
-TOL = 1e-4
+# kaldi_fbank README tier for a float64 or differently-ordered implementation (ours is batched and float64):
+# abs 5e-3 on raw log-mel values. Measured here: 2.0e-3 (BEATs scale), 5.9e-4 (AudioMAE), the same on every CPU.
+TOL = 5e-3
+# The model input is the log-mel divided by 2 * 4.5689974; the AudioMAE README's tier for it is abs 1e-3.
+MODEL_INPUT_TOL = 1e-3
+# One code path, one batch or another: the float64 arithmetic is the same, only the float32 rounding remains.
+BATCH_TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,7 @@ def test_batch_of_different_lengths_equals_each_clip_alone(ref, model):
     for row, i in enumerate(order):
         n = int(frames[row])
         alone, _ = kaldi_fbank(torch.from_numpy(data[f"wav_{i}"])[None], None, settings)
-        np.testing.assert_allclose(fbank[row, :n].numpy(), alone[0].numpy(), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(fbank[row, :n].numpy(), alone[0].numpy(), rtol=0, atol=BATCH_TOL)
         np.testing.assert_allclose(fbank[row, :n].numpy(), data[f"{model}_fbank_{i}"], rtol=0, atol=TOL)
         assert torch.all(fbank[row, n:] == 0.0), "rows past a clip's frames must be 0 (AudioMAE pad value)"
 
@@ -71,7 +76,7 @@ def test_audiomae_model_input_padding_and_normalisation(ref):
     x = audiomae_input(fbank)
     assert x.shape == (2, 1, 1024, 128)
     for row, i in enumerate([4, 5]):
-        np.testing.assert_allclose(x[row, 0].numpy(), data[f"audiomae_input_{i}"], rtol=0, atol=TOL)
+        np.testing.assert_allclose(x[row, 0].numpy(), data[f"audiomae_input_{i}"], rtol=0, atol=MODEL_INPUT_TOL)
     # A 10 s clip has 998 frames: the 26 padding rows read (0 + 4.2677393) / (2 * 4.5689974).
     np.testing.assert_allclose(x[1, 0, 998:].numpy(), 4.2677393 / (2 * 4.5689974), rtol=1e-6)
     cut = audiomae_input(torch.ones(1, 1100, 128), 1024)

@@ -10,10 +10,10 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from asc_bench import stats
 from asc_bench.api import AscBenchError
-from asc_bench.compare import compare_records, format_comparison
-from asc_bench.leaderboard import DAGGER, UNPAIRED, render_leaderboard, write_plots
+from asc_bench.evaluation import stats
+from asc_bench.evaluation.compare import compare_records, format_comparison
+from asc_bench.evaluation.leaderboard import DAGGER, UNPAIRED, render_leaderboard, write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

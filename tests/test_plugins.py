@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, cli
 
 from asc_bench import hookspecs
-from conftest import REPO, cli
 
 LOCAL = str(REPO / "tests" / "plugins_local")
 
@@ -28,6 +28,7 @@ def installed_example(tmp_path_factory) -> dict[str, str]:
     return {"PYTHONPATH": str(target) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+@pytest.mark.slow
 def test_pip_installed_plugin_is_listed_and_runs(installed_example, demo_root, tmp_path):
     encoders = {e["name"]: e for e in json.loads(cli("list", "encoders", "--json", env=installed_example).stdout)}
     assert encoders["example-frame-energy"]["plugin"] == "example"
@@ -44,6 +45,7 @@ def test_pip_installed_plugin_is_listed_and_runs(installed_example, demo_root, t
     assert "example-frame-energy" not in cli("list", "encoders", "--json").stdout
 
 
+@pytest.mark.slow
 def test_broken_plugin_is_reported_and_the_rest_works():
     env = {"PYTHONPATH": LOCAL}
     proc = cli("--plugin", "broken_plugin", "plugins", "--json", env=env)
@@ -56,12 +58,14 @@ def test_broken_plugin_is_reported_and_the_rest_works():
     assert "FAILED" in human and "broken on purpose" in human
 
 
+@pytest.mark.slow
 def test_strict_mode_makes_a_broken_plugin_fatal():
     proc = cli("--plugin", "broken_plugin", "list", "encoders", env={"PYTHONPATH": LOCAL,
                                                                       "ASC_BENCH_STRICT_PLUGINS": "1"}, check=False)
     assert proc.returncode == 1 and "broken_plugin" in proc.stderr
 
 
+@pytest.mark.slow
 def test_name_clash_names_both_plugins_and_keeps_the_first():
     proc = cli("--plugin", "clashing_plugin", "plugins", "--json", env={"PYTHONPATH": LOCAL})
     rows = {p["name"]: p for p in json.loads(proc.stdout)}
@@ -91,6 +95,7 @@ def test_builtins_are_declared_as_entry_points():
         assert re.match(r"asc_bench_plugins(\.|$)", module)
 
 
+@pytest.mark.slow
 def test_hear_module_runs_as_an_encoder_without_a_plugin(demo_root, tmp_path):
     rec = json.loads(cli("run", "--encoder", "hear:hear_toy", "--task", "demo-5way1shot", "--param", "episodes=50",
                          "--data-root", str(demo_root), "--cache-dir", str(tmp_path / "c"),

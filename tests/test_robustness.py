@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
-
 from conftest import REPO, cli, run_json
 
 SLOW_PLUGIN = "slow_plugin"
@@ -36,6 +36,7 @@ def _committed(cache: Path) -> list[Path]:
     return [p for p in (cache / "embeddings").glob("*") if p.is_dir() and not p.name.endswith(".partial")]
 
 
+@pytest.mark.slow
 def test_sigkill_during_extraction_resumes_to_identical_embeddings(demo_root, tmp_path):
     env = {"PYTHONPATH": str(REPO / "tests" / "plugins_local") + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "ASC_BENCH_PLUGINS": SLOW_PLUGIN}

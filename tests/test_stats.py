@@ -1,4 +1,4 @@
-"""asc_bench.stats against scipy/statsmodels on random inputs, plus the documented degenerate cases."""
+"""asc_bench.evaluation.stats against scipy/statsmodels on random inputs, plus the documented degenerate cases."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from asc_bench import stats
 from asc_bench.api import AscBenchError
+from asc_bench.evaluation import stats
 
 SEEDS = range(8)
 

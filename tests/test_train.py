@@ -27,8 +27,8 @@ import pytest
 import torch
 import yaml
 
-from asc_bench.checkpoints import find_state_dict, read_checkpoint
-from asc_bench.train_config import ConfigError, TrainConfig, from_mapping, load_config
+from asc_bench.embedding.checkpoints import find_state_dict, read_checkpoint
+from asc_bench.training.config import ConfigError, TrainConfig, from_mapping, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"contrastasc-teacher": REPO / "plugins/contrastasc/configs/teacher-tiny.yaml",
@@ -87,7 +87,7 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def train(recipe: str, tmp: Path, data_root: Path, out: str, recipe_changes=None, **changes) -> Any:
-    from asc_bench.train import run_training
+    from asc_bench.training.loop import run_training
 
     cfg = write_config(tmp / f"{out}.yaml", recipe, recipe_changes, cache_dir=str(tmp / "cache"), **changes)
     return run_training(recipe, cfg, data_root=data_root, out_dir=tmp / out, quiet=True)
@@ -141,7 +141,7 @@ def test_dotted_overrides_set_one_key_of_a_section():
     ("uamix-mae", {"random_init": True, "head_steps": 99}, "'recipe.head_steps' (99) exceeds 'steps'"),
 ])
 def test_recipe_sections_are_validated_by_name(tmp_path, recipe, section, fragment):
-    from asc_bench.train import prepare
+    from asc_bench.training.loop import prepare
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"steps": 10, "recipe": section}))
@@ -158,6 +158,7 @@ def test_autocast_on_cpu_is_refused(tmp_path, data_root):
         train("contrastasc-teacher", tmp_path, data_root, "ac", autocast="bf16")
 
 
+@pytest.mark.slow
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("seed: 1\nbatchsize: 4\n")
@@ -169,8 +170,8 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
 
 # ------------------------------------------------------------------------------------------ loop parts
 def test_layer_decay_weight_decay_and_schedule():
-    from asc_bench.train import ParamGroup, Stage
-    from asc_bench.train_optim import build_optimizer, lr_factor
+    from asc_bench.training.loop import ParamGroup, Stage
+    from asc_bench.training.optim import build_optimizer, lr_factor
 
     body = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     head = torch.nn.Linear(2, 1)
@@ -198,7 +199,7 @@ def test_layer_decay_weight_decay_and_schedule():
 
 def test_data_stream_is_a_function_of_seed_and_position():
     from asc_bench.distributed import global_batch_slice
-    from asc_bench.train_data import StreamBatches, stream_indices
+    from asc_bench.training.data import StreamBatches, stream_indices
 
     n = 7
     order = stream_indices(n, seed=3, start=0, stop=4 * n)
@@ -215,8 +216,9 @@ def test_data_stream_is_a_function_of_seed_and_position():
 
 
 def test_worker_processes_do_not_change_the_run(tmp_path, data_root):
-    from asc_bench.train import run_training
     from safetensors.torch import load_file
+
+    from asc_bench.training.loop import run_training
 
     cfg = {"seed": 2, "steps": 4, "batch_size": 8, "lr": 3e-3, "checkpoint_every": 100, "dataset": "demo",
            "dataset_options": TINY_DATA, "cache_dir": str(tmp_path / "c"), "crop": "random", "clip_seconds": 0.5,
@@ -231,6 +233,7 @@ def test_worker_processes_do_not_change_the_run(tmp_path, data_root):
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
 
+@pytest.mark.slow
 def test_max_steps_checkpoints_and_plain_progress(tmp_path, data_root):
     cfg = write_config(tmp_path / "t.yaml", "contrastasc-teacher", None, steps=6, checkpoint_every=2,
                        log_every=1, dataset_options=TINY_DATA, cache_dir=str(tmp_path / "cache"))
@@ -274,6 +277,7 @@ def test_teacher_losses_fall_and_backbone_loads_as_beats(teacher, tmp_path):
     assert out.shape == (2, 64) and torch.isfinite(out).all()
 
 
+@pytest.mark.slow
 def test_student_losses_fall_and_student_runs_as_encoder(teacher, tmp_path, data_root):
     result = train("contrastasc-student", tmp_path, data_root, "student", {"teacher": str(teacher)},
                    steps=14, batch_size=24, log_every=1, checkpoint_every=100, dataset_options=TINY_DATA)
@@ -290,6 +294,7 @@ def test_student_losses_fall_and_student_runs_as_encoder(teacher, tmp_path, data
     assert len(record["scores"]) == 20
 
 
+@pytest.mark.slow
 def test_uamix_loss_falls_and_runs_as_encoder(tmp_path, data_root):
     # alpha 1000 pins λ near 0.5, so the virtual-label entropy (the loss floor) is the same every step
     result = train("uamix-mae", tmp_path, data_root, "ua", {"mixer_alpha": 1000.0}, steps=16, batch_size=24,
@@ -313,6 +318,7 @@ KILL_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", list(KILL_CASES))
 def test_kill_then_resume_equals_uninterrupted(recipe, tmp_path, data_root, request):
     changes = dict(KILL_CASES[recipe])

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from asc_bench import hookimpl
-from asc_bench.train import Built, ParamGroup, Stage
-from asc_bench.train_config import opt
+from asc_bench.training.config import opt
+from asc_bench.training.loop import Built, ParamGroup, Stage
 
 
 @dataclass

@@ -19,12 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from asc_bench.api import CheckpointError, EncoderRequest, UsageError
-from asc_bench.checkpoints import find_state_dict, load_into, read_checkpoint, sha256_file
-from asc_bench.frontends import AUDIOMAE, AUDIOMAE_MEAN, AUDIOMAE_STD, audiomae_input, kaldi_fbank
+from asc_bench.embedding.checkpoints import find_state_dict, load_into, read_checkpoint, sha256_file
+from asc_bench.embedding.frontends import AUDIOMAE, AUDIOMAE_MEAN, AUDIOMAE_STD, audiomae_input, kaldi_fbank
 from asc_bench_plugins.audiomae.vit import AudioViT, ViTConfig, flops_per_input
 from asc_bench_plugins.encoder_common import (AUTOCAST_DTYPES, Option, autocast, build_seeded, choice,
-                                              count_params_meta, parse_options, positive_float,
-                                              positive_int)
+                                              count_params_meta, parse_options, positive_float, positive_int)
 
 SIZE_OPTIONS = ("dim", "depth")
 OPTIONS: dict[str, Option] = {

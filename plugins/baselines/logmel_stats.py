@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from asc_bench.api import EncoderRequest
-from asc_bench.frontends import AUDIOMAE, FRAME_LENGTH, NUM_MEL_BINS, SAMPLE_RATE, kaldi_fbank
+from asc_bench.embedding.frontends import AUDIOMAE, FRAME_LENGTH, NUM_MEL_BINS, SAMPLE_RATE, kaldi_fbank
 
 
 class LogMelStats(torch.nn.Module):

@@ -15,13 +15,11 @@ import torch
 from torch import nn
 
 from asc_bench.api import CheckpointError, EncoderRequest, UsageError
-from asc_bench.checkpoints import load_into, read_checkpoint, sha256_file
-from asc_bench.frontends import (BEATS, BEATS_MEAN, BEATS_STD, ClipTooShortError, beats_normalise,
-                                 kaldi_fbank)
+from asc_bench.embedding.checkpoints import load_into, read_checkpoint, sha256_file
+from asc_bench.embedding.frontends import BEATS, BEATS_MEAN, BEATS_STD, ClipTooShortError, beats_normalise, kaldi_fbank
 from asc_bench_plugins.beats.model import BEATs, BEATsConfig, flops_per_clip
 from asc_bench_plugins.encoder_common import (AUTOCAST_DTYPES, Option, autocast, build_seeded, choice,
-                                              count_params_meta, parse_options, positive_float,
-                                              positive_int)
+                                              count_params_meta, parse_options, positive_float, positive_int)
 
 POOLINGS = ("mean", "max", "meanmax", "meanstd")
 SIZE_OPTIONS = {"layers": "encoder_layers", "dim": "encoder_embed_dim", "ffn_dim": "encoder_ffn_embed_dim",

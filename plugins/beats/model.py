@@ -1,6 +1,6 @@
 """The BEATs network (iter3 family) with the official state-dict names, written from the spec.
 
-Input is the normalised Kaldi filterbank (B, T, 128); see `asc_bench.frontends`. Two deliberate
+Input is the normalised Kaldi filterbank (B, T, 128); see `asc_bench.embedding.frontends`. Two deliberate
 departures from the official code that do not change the maths: attention runs through
 `scaled_dot_product_attention` with the gated relative bias as an additive mask (q, k and v in one
 matmul), and in inference the grouped positional convolution is evaluated with FFTs (`pos_conv.py`).

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from asc_bench.api import CheckpointError
-from asc_bench.checkpoints import load_into, read_checkpoint
+from asc_bench.embedding.checkpoints import load_into, read_checkpoint
 from asc_bench_plugins.contrastasc.cpmobile import CPMobile, CPMobileConfig, count_parameters
 
 FORMAT = "asc-bench/cpmobile-student"

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from asc_bench.api import CheckpointError, EncoderRequest, UsageError
-from asc_bench.checkpoints import find_state_dict, load_into, read_checkpoint, sha256_file, strip_prefix
-from asc_bench.macs import count_macs
+from asc_bench.embedding.checkpoints import find_state_dict, load_into, read_checkpoint, sha256_file, strip_prefix
+from asc_bench.embedding.macs import count_macs
 from asc_bench_plugins.contrastasc.checkpoint import is_student_checkpoint, load_student, student_paths
-from asc_bench_plugins.contrastasc.cpmobile import (CPMobile, CPMobileConfig, count_parameters,
-                                                    count_parameters_of, normalise_strides)
+from asc_bench_plugins.contrastasc.cpmobile import (CPMobile, CPMobileConfig, count_parameters, count_parameters_of,
+                                                    normalise_strides)
 from asc_bench_plugins.contrastasc.frontend import N_MELS, SAMPLE_RATE, LogMel, n_frames
 from asc_bench_plugins.contrastasc.heads import ProjectionConfig
 from asc_bench_plugins.contrastasc.options import ARCH_OPTIONS, parse_options

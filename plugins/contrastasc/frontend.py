@@ -7,7 +7,8 @@
 - ``dcase24`` (torchaudio ``MelSpectrogram`` defaults of the DCASE24 baseline, from 32 kHz onwards):
   periodic Hann 3072 in 4096, hop 500, reflect centre padding, power 2, HTK mel 0-16,000 Hz without area
   normalisation; ln(x + 1e-5). Frames: 1 + N // 500.
-Filterbanks are computed in float64 and stored as non-persistent buffers (the official checkpoints carry
+The DCASE23 filterbank is computed in float64, the DCASE24 one in float32 exactly as torchaudio builds it
+(see `htk_mel_banks`); both are stored as float32 non-persistent buffers (the official checkpoints carry
 no frontend tensors). Output (B, 256, T), frequency first, like the official modules.
 
 Reflect padding needs more than n_fft/2 samples, so clips shorter than `min_samples` are zero-padded at
@@ -40,19 +41,26 @@ def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: float, f_min: float, f
     return torch.cat([banks, torch.zeros(n_mels, 1, dtype=torch.float64)], dim=1)
 
 
-def htk_mel_banks(n_mels: int, n_fft: int, sample_rate: float, f_min: float, f_max: float) -> torch.Tensor:
-    """(n_mels, n_fft // 2 + 1) triangles as torchaudio's ``melscale_fbanks(mel_scale="htk", norm=None)``:
-    mel points equally spaced on 2595 log10(1 + f/700), slopes computed in Hz."""
+def htk_mel_banks(n_mels: int, n_fft: int, sample_rate: float, f_min: float, f_max: float,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) triangles as torchaudio's ``melscale_fbanks(mel_scale="htk", norm=None)``.
+
+    Mel points equally spaced on 2595 log10(1 + f/700), slopes computed in Hz. With the default float32
+    every step runs in torchaudio's dtype and order (the mel end points in Python floats, then float32
+    ``linspace``, ``10 ** (m / 2595)``, slopes and their quotients), so the weights equal the official
+    baseline's. ``dtype=torch.float64`` gives the exact triangles instead; they differ from the official
+    ones by up to 1.6e-5 per weight, which reaches 3e-4 in the log-mel of some clips.
+    """
     n_freqs = n_fft // 2 + 1
-    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
-    to_mel = lambda f: 2595.0 * math.log10(1.0 + f / 700.0)  # noqa: E731
-    m_pts = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=torch.float64)
+    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=dtype)
+    to_mel = lambda f: 2595.0 * math.log10(1.0 + (f / 700.0))  # noqa: E731
+    m_pts = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=dtype)
     f_pts = 700.0 * (10.0 ** (m_pts / 2595.0) - 1.0)
     f_diff = f_pts[1:] - f_pts[:-1]
     slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)          # (n_freqs, n_mels + 2)
-    down = -slopes[:, :-2] / f_diff[:-1]
+    down = (-1.0 * slopes[:, :-2]) / f_diff[:-1]
     up = slopes[:, 2:] / f_diff[1:]
-    return torch.clamp(torch.minimum(down, up), min=0.0).T.contiguous()
+    return torch.max(torch.zeros(1, dtype=dtype), torch.min(down, up)).T.contiguous()
 
 
 def min_samples(kind: str) -> int:

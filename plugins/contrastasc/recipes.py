@@ -2,7 +2,7 @@
 
 Register them from the plugin's ``register_recipes`` hook with ``register_contrastasc_recipes(register)``
 or by hand: ``register("contrastasc-teacher", TEACHER_RECIPE, description=...)``. Each object is a class
-following ``asc_bench.train.Recipe``; the training loop makes one instance per run.
+following ``asc_bench.training.loop.Recipe``; the training loop makes one instance per run.
 """
 from __future__ import annotations
 

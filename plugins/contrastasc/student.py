@@ -25,15 +25,14 @@ from torch.nn import functional as F
 
 from asc_bench import distributed as dist
 from asc_bench.api import CheckpointError
-from asc_bench.train import Built, ParamGroup, Stage
-from asc_bench.train_config import ConfigError, opt
+from asc_bench.training.config import ConfigError, opt
+from asc_bench.training.loop import Built, ParamGroup, Stage
 from asc_bench_plugins.contrastasc.checkpoint import save_student
 from asc_bench_plugins.contrastasc.cpmobile import CPMobile, CPMobileConfig, normalise_strides
 from asc_bench_plugins.contrastasc.frontend import SAMPLE_RATE, LogMel
 from asc_bench_plugins.contrastasc.heads import ProjectionConfig, ProjectionHead
 from asc_bench_plugins.contrastasc.losses import CRDLoss, KDLoss
-from asc_bench_plugins.contrastasc.teacher import FORMAT as TEACHER_FORMAT
-from asc_bench_plugins.contrastasc.teacher import cosine_logits
+from asc_bench_plugins.contrastasc.teacher import FORMAT as TEACHER_FORMAT, cosine_logits
 
 
 @dataclass
@@ -89,10 +88,10 @@ def teacher_outputs(ctx: Any, rc: StudentConfig) -> tuple[torch.Tensor, torch.Te
     """(embeddings (N, D), logits (N, C), teacher classes) for ``ctx.clips``, through the cache."""
     from safetensors.torch import load_file
 
-    from asc_bench.audio import CropPolicy
-    from asc_bench.cache import EmbeddingCache
-    from asc_bench.datasets import fingerprints
-    from asc_bench.embed import embed_dataset, embedding_key
+    from asc_bench.data.audio import CropPolicy
+    from asc_bench.data.listing import fingerprints
+    from asc_bench.embedding.cache import EmbeddingCache
+    from asc_bench.embedding.extract import embed_dataset, embedding_key
     from asc_bench.runner import build_encoder
 
     folder = Path(rc.teacher)

@@ -26,9 +26,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from asc_bench import distributed as dist
-from asc_bench.frontends import BEATS, BEATS_MEAN, BEATS_STD, beats_normalise, kaldi_fbank
-from asc_bench.train import Built, ParamGroup, Stage
-from asc_bench.train_config import ConfigError, opt
+from asc_bench.embedding.frontends import BEATS, BEATS_MEAN, BEATS_STD, beats_normalise, kaldi_fbank
+from asc_bench.training.config import ConfigError, opt
+from asc_bench.training.loop import Built, ParamGroup, Stage
 from asc_bench_plugins.beats.model import BEATs, BEATsConfig
 from asc_bench_plugins.contrastasc.heads import ProjectionHead
 from asc_bench_plugins.contrastasc.losses import SupConLoss

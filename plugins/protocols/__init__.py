@@ -2,7 +2,7 @@
 
 Every protocol receives the task's params merged by the core with two private keys,
 `_spec_hash` (the task spec hash) and `_fingerprint` (the dataset fingerprint). They only feed the
-random streams (asc_bench.episodes.make_rng), so the same task, dataset and seed give the same
+random streams (asc_bench.evaluation.episodes.make_rng), so the same task, dataset and seed give the same
 episodes/folds for every encoder; keys starting with "_" are never echoed into
 ProtocolResult.params.
 """

@@ -2,7 +2,7 @@
 
 `folds: official`: every distinct split value is one test fold (in natural order: fold2 before
 fold10), trained on all other clips. `folds: {train: [...], test: [...]}`: one fold. The fold
-layout is hashed (asc_bench.episodes.episode_hash over a [F, clips] int8 matrix: 1 train,
+layout is hashed (asc_bench.evaluation.episodes.episode_hash over a [F, clips] int8 matrix: 1 train,
 2 test, 0 unused) so that two runs pair only when they used the same folds.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from asc_bench.api import AscBenchError, UsageError
-from asc_bench.episodes import episode_hash
+from asc_bench.evaluation.episodes import episode_hash
 
 
 @dataclass

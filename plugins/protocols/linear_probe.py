@@ -13,7 +13,7 @@ split possible) the middle C of the sorted grid is used and the fold's note says
 Score per fold = test accuracy. Predictions: every test clip's correctness, concatenated over the
 folds (with `folds: official` each clip is tested exactly once, so the clips are independent for
 McNemar), sorted by clip row. The inner-CV seed is drawn from
-asc_bench.episodes.make_rng(seed, _spec_hash, _fingerprint, "linear-probe:<fold>").
+asc_bench.evaluation.episodes.make_rng(seed, _spec_hash, _fingerprint, "linear-probe:<fold>").
 
 Params: folds ("official" or {train, test}), Cs (default [0.01, 0.1, 1, 10, 100]), inner_folds
 (default 3), max_iter (default 1000).
@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from asc_bench.api import AscBenchError, EvalData, ProtocolResult, UsageError
-from asc_bench.episodes import make_rng
+from asc_bench.evaluation.episodes import make_rng
 from asc_bench_plugins.protocols.folds import make_folds
 
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0)

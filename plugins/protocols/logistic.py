@@ -1,7 +1,7 @@
 """fewshot-logistic: ContrastASC-style K-shot logistic-regression probe over all classes.
 
 One draw = K clips of every class as training data, every other clip as test data
-(`query: rest`; the draws are sampled by asc_bench.episodes as `n_way: all`, `n_query: rest`,
+(`query: rest`; the draws are sampled by asc_bench.evaluation.episodes as `n_way: all`, `n_query: rest`,
 `episodes: draws`, so they depend only on labels, params, seed, `_spec_hash` and `_fingerprint`).
 Embeddings are L2-normalised per clip; a multinomial logistic regression (scikit-learn, lbfgs,
 inverse regularisation C, no intercept scaling, max_iter 1000) is fitted on the K*C training clips
@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from asc_bench.api import EvalData, ProtocolResult, UsageError
-from asc_bench.episodes import EpisodeParams, sample_episodes
+from asc_bench.evaluation.episodes import EpisodeParams, sample_episodes
 
 _KNOWN = {"k_shot", "draws", "C", "query", "class_pool", "exclude_small_classes", "max_iter"}
 
@@ -46,8 +46,8 @@ def _positive_float(value: Any, key: str) -> float:
 
 def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     """The `fewshot-logistic` protocol (see the module docstring)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
 
     unknown = sorted(k for k in params if not k.startswith("_") and k not in _KNOWN)
     if unknown:

@@ -21,7 +21,7 @@ prototypes and query rows explicitly (same decision rule, batched matmul, float6
 
 Params (task schema): n_way, k_shot, n_query, episodes, class_pool, support_split, query_split,
 exclude_small_classes. The core also passes `_spec_hash` and `_fingerprint` (task spec hash and
-dataset fingerprint); they only seed the sampler (see asc_bench.episodes) so that the same task and
+dataset fingerprint); they only seed the sampler (see asc_bench.evaluation.episodes) so that the same task and
 seed give the same episodes for every encoder.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from asc_bench.api import AscBenchError, EvalData, ProtocolResult, UsageError
-from asc_bench.episodes import SAMPLING_KEYS, Episodes, EpisodeParams, sample_episodes
+from asc_bench.evaluation.episodes import SAMPLING_KEYS, EpisodeParams, Episodes, sample_episodes
 
 GRAM_MAX_CLIPS = 16384                 # 16384^2 float32 = 1 GiB
 _CHUNK_ELEMENTS = 1 << 23              # gathered entries per chunk (32 MB of float32)

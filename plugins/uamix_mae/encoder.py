@@ -14,9 +14,8 @@ from typing import Any, Mapping
 import torch
 
 from asc_bench.api import CheckpointError, EncoderRequest
-from asc_bench.checkpoints import find_state_dict
-from asc_bench_plugins.audiomae.encoder import AudioMAEEncoder, build_vit_encoder
-from asc_bench_plugins.audiomae.encoder import summary as audiomae_summary
+from asc_bench.embedding.checkpoints import find_state_dict
+from asc_bench_plugins.audiomae.encoder import AudioMAEEncoder, build_vit_encoder, summary as audiomae_summary
 
 # Longest first: `module.backbone.` must win over `module.`.
 PREFIXES = ("module.backbone.", "backbone.", "module.encoder.", "module.", "encoder.", "")

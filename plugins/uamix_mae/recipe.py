@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from asc_bench import distributed as dist
-from asc_bench.frontends import AUDIOMAE, AUDIOMAE_MEAN, AUDIOMAE_STD, audiomae_input, kaldi_fbank
-from asc_bench.train import Built, ParamGroup, Stage
-from asc_bench.train_config import ConfigError, opt
+from asc_bench.embedding.frontends import AUDIOMAE, AUDIOMAE_MEAN, AUDIOMAE_STD, audiomae_input, kaldi_fbank
+from asc_bench.training.config import ConfigError, opt
+from asc_bench.training.loop import Built, ParamGroup, Stage
 from asc_bench_plugins.audiomae.vit import AudioViT, ViTConfig
 from asc_bench_plugins.uamix_mae.mixing import MIXERS, build_mixer
 from asc_bench_plugins.uamix_mae.nnclr import NNCLRLoss, nnclr_loss
@@ -81,7 +81,7 @@ def mlp(dims: list[int], last_bn: bool) -> nn.Sequential:
 def load_vit(rc: UamixConfig) -> AudioViT:
     if rc.random_init:
         return AudioViT(ViTConfig(**rc.vit_cfg))
-    from asc_bench.checkpoints import find_state_dict, read_checkpoint
+    from asc_bench.embedding.checkpoints import find_state_dict, read_checkpoint
     from asc_bench_plugins.audiomae.encoder import vit_from_state
     from asc_bench_plugins.uamix_mae.encoder import uamix_state
 

@@ -23,7 +23,7 @@ import platformdirs
 
 from asc_bench.atomic import atomic_save_npy, atomic_write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2      # 2: Kaldi fbank computed in float64
 
 
 def default_cache_dir() -> Path:

@@ -10,7 +10,7 @@ or dataset fingerprints differ and how to fix it.
 
 Family: every encoder against the first (the reference), or every pair with `all_pairs=True`.
 For each pair, with d = scores(encoder) - scores(reference): mean difference and its Student-t
-95% CI (asc_bench.stats.mean_ci on d), paired t p, Wilcoxon p, both Holm-adjusted across the
+95% CI (asc_bench.evaluation.stats.mean_ci on d), paired t p, Wilcoxon p, both Holm-adjusted across the
 family, and the exact McNemar test (also Holm-adjusted) when both records hold per-clip
 predictions for the same clips. The verdict uses the Holm-adjusted paired t p at level alpha.
 """
@@ -23,9 +23,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from asc_bench import stats
 from asc_bench.api import AscBenchError, UsageError
-from asc_bench.results import json_safe
+from asc_bench.evaluation import stats
+from asc_bench.evaluation.records import json_safe
 
 
 @dataclass

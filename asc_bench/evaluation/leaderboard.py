@@ -8,8 +8,8 @@ then content: independent of the input order). Cells: accuracy in %, mean ± hal
 Student-t 95% CI, 1 decimal.
 
 Marks: bold = highest mean of the column (all exact ties bold). † = not significantly different
-from the best: paired t-test (asc_bench.stats.paired_t) of the entry's per-episode/per-fold scores
-against the best's, Holm-adjusted (asc_bench.stats.holm) over the column's testable comparisons,
+from the best: paired t-test (asc_bench.evaluation.stats.paired_t) of the entry's per-episode/per-fold scores
+against the best's, Holm-adjusted (asc_bench.evaluation.stats.holm) over the column's testable comparisons,
 adjusted p > 0.05. Only entries whose episode_hash equals the best's are testable; ‡ marks the
 others (different episodes/folds, or a single score), footnoted. The output contains no timestamps
 and every list is sorted, so the same records always give byte-identical markdown.
@@ -30,8 +30,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from asc_bench import stats
-from asc_bench.compare import record_order_key
+from asc_bench.evaluation import stats
+from asc_bench.evaluation.compare import record_order_key
 
 ALPHA = 0.05
 DAGGER, UNPAIRED = "†", "‡"

@@ -156,7 +156,7 @@ def paired_t(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -
 
 def wilcoxon(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> TestResult:
     """Two-sided Wilcoxon signed-rank test on d = a - b, zeros dropped, explicit exact/asymptotic."""
-    from scipy import stats as sps   # scipy.stats is slow to import; only this test needs it
+    from scipy import stats as sps  # scipy.stats is slow to import; only this test needs it
 
     d_raw = _paired(a, b)
     md = float(d_raw.mean())

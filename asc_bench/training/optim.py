@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from asc_bench.train_config import TrainConfig
-
-if TYPE_CHECKING:
-    from asc_bench.train import ParamGroup, Stage
+from asc_bench.training.config import TrainConfig
+from asc_bench.training.recipe import ParamGroup, Stage
 
 
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -17,7 +15,7 @@ def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
     return p.ndim <= 1 or name.endswith(".bias") or name.endswith(("cls_token", "pos_embed"))
 
 
-def build_optimizer(groups: Sequence["ParamGroup"], cfg: TrainConfig) -> tuple[torch.optim.AdamW, list[dict[str, Any]]]:
+def build_optimizer(groups: Sequence[ParamGroup], cfg: TrainConfig) -> tuple[torch.optim.AdamW, list[dict[str, Any]]]:
     """One AdamW over every group from the start (frozen parameters get no gradient, so AdamW leaves
     them and their state alone); each (group, layer scale, decay/no-decay) is one optimizer group
     whose ``base_lr`` the schedule multiplies."""
@@ -44,7 +42,7 @@ def build_optimizer(groups: Sequence["ParamGroup"], cfg: TrainConfig) -> tuple[t
     return optimizer, info
 
 
-def lr_factor(cfg: TrainConfig, step: int, stage: "Stage | None") -> float:
+def lr_factor(cfg: TrainConfig, step: int, stage: Stage | None) -> float:
     """Linear warm-up to 1, then cosine down to ``min_lr_ratio`` (or constant), over the run or stage."""
     start, end = (stage.start, stage.end) if cfg.schedule_scope == "stage" and stage is not None else (0, cfg.steps)
     local, length = step - start, max(1, end - start)

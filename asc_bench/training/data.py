@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from asc_bench.api import Clip
-from asc_bench.audio import decode
+from asc_bench.data.audio import decode
 
 
 def stream_indices(n: int, seed: int, start: int, stop: int) -> np.ndarray:

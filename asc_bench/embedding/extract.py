@@ -18,8 +18,8 @@ import torch
 
 from asc_bench import distributed as dist
 from asc_bench.api import BadAudioError, Clip
-from asc_bench.audio import CropPolicy, load_clip
-from asc_bench.cache import EmbeddingCache, Shard, cache_key
+from asc_bench.data.audio import CropPolicy, load_clip
+from asc_bench.embedding.cache import EmbeddingCache, Shard, cache_key
 from asc_bench.progress import Tracker, progress
 
 DEFAULT_SHARD_SIZE = 256
