@@ -1,0 +1,2 @@
+"""Stage 3: embeddings in, numbers a reviewer accepts out (episodes, statistics, paired comparison, result
+records, the leaderboard)."""

@@ -1,0 +1,2 @@
+"""Training the seeds' methods: one loop for every recipe (DDP under torchrun, exact resume), config,
+data stream, optimiser, checkpoints, metrics log."""
