@@ -7,7 +7,10 @@ independent; no threads or BLAS are involved).
 
 Randomness. ``make_rng(seed, spec_hash, fingerprint, purpose)`` builds
 ``Generator(PCG64(SeedSequence([seed, *words])))`` where ``words`` are the eight 32-bit words of
-sha256("asc-bench/rng/1\\0" + spec_hash + "\\0" + fingerprint + "\\0" + purpose). The sampler's
+sha256("asc-bench/rng/2\\0" + spec_hash + "\\0" + fingerprint + "\\0" + purpose). Bounded draws
+are int32 (``Generator.integers(..., dtype=int32)``). Version 2 of the tag (group-disjoint
+sampling, int32 draws) changed every episode of version 1; any future change of the draws bumps it
+again. The sampler's
 purpose string also holds the canonical JSON of the sampling params, so a k_shot sweep under one
 spec_hash still gets its own stream.
 
@@ -26,27 +29,43 @@ results do not depend on the machine):
    numbers of queries, so the query array is padded to the largest possible count with index -1
    and ``query_mask`` marks the real entries.
 
+Group-disjoint episodes (``group_disjoint``, default: on whenever a clip has a group). Clips of one
+recording/source (``Clip.group``) are not independent, so no query of an episode may share a group
+with any support clip of that episode, of any way (a Speech Commands speaker says many words: the
+group spans classes). Clips without a group are groups of their own. Per episode:
+(a) classes as in 1; (b) support = K clips drawn uniformly from each way's support-eligible clips
+(the support distribution is the unconstrained one); (c) every clip whose group holds a support clip
+of the episode leaves the query pool; (d) queries = Q clips drawn uniformly (an independent partial
+shuffle) from what is left of each way's query-eligible clips, or all of them, in row order, for
+``rest``. Eligibility is checked from the listing alone (``check_episode_classes``), for the worst
+draw: a class qualifies when its query-eligible clips minus its m largest groups still give Q
+queries, m = K (its own support) + the sum, over its N-1 worst episode-mates d, of min(K, number of
+groups shared by d's support-eligible and its query-eligible clips). So every draw of a qualifying
+class has Q queries; classes that do not qualify are an error or, with exclude_small_classes,
+left out (named in the notes), as for too-small classes.
+
 Layout of the result: ``support_idx[E, N, K]`` clip rows, ``query_idx[E, N*Q]`` clip rows grouped
 by way (way n owns columns n*Q .. n*Q+Q-1), ``query_mask[E, N*Q]``, ``classes[E, N]`` class
-indices; ``query_way[N*Q]`` is the true way position of every query column.
+indices; ``query_way[N*Q]`` is the true way position of every query column; ``group_disjoint``
+is the policy the episodes were drawn under.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from asc_bench.api import AscBenchError, UsageError
 
-_RNG_TAG = "asc-bench/rng/1"
+_RNG_TAG = "asc-bench/rng/2"
 _HASH_TAG = b"asc-bench/episodes/1"
 _BLOCK_ELEMENTS = 1 << 22      # keys drawn per block: bounds memory at 32 MiB per key matrix
 
 SAMPLING_KEYS = ("n_way", "k_shot", "n_query", "episodes", "class_pool", "support_split",
-                 "query_split", "exclude_small_classes")
+                 "query_split", "exclude_small_classes", "group_disjoint")
 
 
 def seed_words(seed: int, spec_hash: str = "", fingerprint: str = "", purpose: str = "") -> list[int]:
@@ -94,6 +113,7 @@ class EpisodeParams:
     support_split: tuple[str, ...] | None = None
     query_split: tuple[str, ...] | None = None
     exclude_small_classes: bool = False
+    group_disjoint: bool | None = None      # None: on when the dataset defines groups
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None
@@ -113,11 +133,16 @@ class EpisodeParams:
         excl = merged.get("exclude_small_classes", False)
         if not isinstance(excl, bool):
             raise UsageError(f"exclude_small_classes must be true or false, got {excl!r}")
+        disjoint = merged.get("group_disjoint")
+        if disjoint == "auto":
+            disjoint = None
+        if disjoint is not None and not isinstance(disjoint, bool):
+            raise UsageError(f"group_disjoint must be true, false or auto, got {disjoint!r}")
         return cls(n_way, _positive_int(merged["k_shot"], "k_shot"), n_query,
                    _positive_int(merged["episodes"], "episodes"),
                    _names(merged.get("class_pool"), "class_pool"),
                    _names(merged.get("support_split"), "support_split"),
-                   _names(merged.get("query_split"), "query_split"), excl)
+                   _names(merged.get("query_split"), "query_split"), excl, disjoint)
 
     def canonical(self) -> dict[str, Any]:
         return {"n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query,
@@ -125,7 +150,8 @@ class EpisodeParams:
                 "class_pool": list(self.class_pool) if self.class_pool else None,
                 "support_split": list(self.support_split) if self.support_split else None,
                 "query_split": list(self.query_split) if self.query_split else None,
-                "exclude_small_classes": self.exclude_small_classes}
+                "exclude_small_classes": self.exclude_small_classes,
+                "group_disjoint": self.group_disjoint}
 
 
 # ---------------------------------------------------------------------------------------- episodes
@@ -138,6 +164,7 @@ class Episodes:
     n_query: int                   # Q (the padded width per way when n_query is "rest")
     excluded_classes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    group_disjoint: bool = False   # no query shares a group with a support clip of its episode
 
     @property
     def n_episodes(self) -> int:
@@ -181,10 +208,65 @@ class _Table:
     n_a: np.ndarray                # [C] support-only count
     n_ab: np.ndarray               # [C] support-eligible count (a + b)
     n_tot: np.ndarray              # [C] all usable clips (a + b + c)
+    gid: np.ndarray | None = None  # [C, M] group id of each slot, n_groups where padded
+    n_groups: int = 0
+
+
+def group_ids(groups: Sequence[str | None] | None, n_clips: int) -> np.ndarray | None:
+    """Dense int64 group id per clip (clips without a group get one of their own); None when no
+    clip has a group. Ids follow the sorted group names, so they depend only on the listing."""
+    if groups is None:
+        return None
+    groups = list(groups)
+    if len(groups) != n_clips:
+        raise AscBenchError(f"{n_clips} labels but {len(groups)} group entries")
+    named = sorted({str(g) for g in groups if g is not None})
+    if not named:
+        return None
+    index = {g: i for i, g in enumerate(named)}
+    out = np.empty(n_clips, dtype=np.int64)
+    single = len(named)
+    for i, g in enumerate(groups):
+        if g is None:
+            out[i] = single
+            single += 1
+        else:
+            out[i] = index[str(g)]
+    return out
+
+
+def _worst_case_queries(labels: np.ndarray, gid: np.ndarray, sup_ok: np.ndarray,
+                        qry_ok: np.ndarray, pool: list[int], n_way: int | str, k: int,
+                        n_classes: int) -> np.ndarray:
+    """[n_classes] queries every group-disjoint draw still leaves (see the module docstring)."""
+    from scipy import sparse   # only for datasets with groups
+
+    n_g = int(gid.max()) + 1 if gid.size else 0
+    in_pool = np.isin(labels, pool)
+    ones = lambda m: np.ones(int(m.sum()), dtype=np.int64)  # noqa: E731
+    inc = lambda m: sparse.csr_matrix((ones(m), (labels[m], gid[m])),  # noqa: E731
+                                      shape=(n_classes, n_g))
+    q_inc = inc(qry_ok & in_pool)                       # [C, G] query-eligible clips per group
+    s_inc = inc(sup_ok & in_pool)
+    s_inc.data[:] = 1
+    q_bin = q_inc.copy()
+    q_bin.data[:] = 1
+    shared = (q_bin @ s_inc.T).toarray()                # [c, d] groups shared (c queries, d support)
+    np.fill_diagonal(shared, 0)
+    mates = n_classes - 1 if n_way == "all" else int(n_way) - 1
+    capped = np.sort(np.minimum(shared, k), axis=1)[:, ::-1][:, :max(mates, 0)]
+    removable = k + capped.sum(axis=1)                  # groups a draw can take from class c
+    left = np.zeros(n_classes, dtype=np.int64)
+    q_inc = q_inc.tocsr()
+    for c in pool:
+        sizes = np.sort(q_inc.data[q_inc.indptr[c]:q_inc.indptr[c + 1]])[::-1]
+        left[c] = int(sizes.sum() - sizes[:removable[c]].sum())
+    return left
 
 
 def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequence[str],
-                 p: EpisodeParams, notes: list[str]) -> tuple[_Table, list[str]]:
+                 p: EpisodeParams, notes: list[str], gid: np.ndarray | None = None
+                 ) -> tuple[_Table, list[str]]:
     n_classes = len(classes)
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise AscBenchError("labels must index into the class list")
@@ -215,18 +297,31 @@ def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequ
     q_need = 1 if p.n_query == "rest" else int(p.n_query)
     k = p.k_shot
     a, b, c = counts[:, 0], counts[:, 1], counts[:, 2]
-    # the support may use up to min(K, b) "both" clips; the queries must survive the worst case
-    ok = (a + b >= k) & (c + b - np.minimum(k, b) >= q_need)
+    if gid is None:
+        # the support may use up to min(K, b) "both" clips; the queries must survive the worst case
+        ok = (a + b >= k) & (c + b - np.minimum(k, b) >= q_need)
+    else:
+        left = _worst_case_queries(labels, gid, sup_ok, qry_ok,
+                                   [i for i in pool if a[i] + b[i] >= k], p.n_way, k, n_classes)
+        ok = (a + b >= k) & (left >= q_need)
     small = [classes[i] for i in pool if not ok[i]]
     if small:
         what = (f"{k} support + {'at least 1' if p.n_query == 'rest' else q_need} query clip(s)"
-                + (" within the support/query splits" if p.support_split or p.query_split else ""))
+                + (" within the support/query splits" if p.support_split or p.query_split else "")
+                + (" with queries from groups (recordings/sources) that no support clip of the "
+                   "episode belongs to, for every draw" if gid is not None else ""))
         if not p.exclude_small_classes:
-            detail = ", ".join(f"{classes[i]} ({int(a[i] + b[i] + c[i])})" for i in pool
-                               if not ok[i])
+            def size(i: int) -> str:
+                n = int(a[i] + b[i] + c[i])
+                if gid is None:
+                    return f"{n}"
+                return f"{n} clips in {np.unique(gid[labels == i]).size} groups"
+            detail = ", ".join(f"{classes[i]} ({size(i)})" for i in pool if not ok[i])
+            fix = (", or group_disjoint: false to allow queries from the support's recordings "
+                   "(they leak)" if gid is not None else "")
             raise AscBenchError(f"{len(small)} class(es) have fewer clips than {what}: {detail}. "
                                 f"Lower k_shot/n_query, or set exclude_small_classes: true to "
-                                f"leave them out (recorded in the result notes).")
+                                f"leave them out (recorded in the result notes){fix}.")
         notes.append(f"excluded {len(small)} class(es) with fewer clips than {what}: "
                      + ", ".join(small))
     keep = np.array([i for i in pool if ok[i]], dtype=np.int64)
@@ -238,28 +333,32 @@ def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequ
         members = order[starts[ci]:starts[ci + 1]]
         members = members[group[members] < 3]
         rows[j, :members.size] = members
-    return _Table(keep, rows, a[keep], (a + b)[keep], n_tot), small
+    table = _Table(keep, rows, a[keep], (a + b)[keep], n_tot)
+    if gid is not None:
+        table.n_groups = int(gid.max()) + 1
+        table.gid = np.where(rows >= 0, gid[np.maximum(rows, 0)], table.n_groups)
+    return table, small
 
 
 def _partial_shuffle(rng: np.random.Generator, n: np.ndarray, steps: int, width: int) -> np.ndarray:
     """Fisher-Yates, first `steps` steps, on R rows of [0 .. width), row r restricted to [0, n[r]).
 
-    Step j swaps slot j with slot j + U{0 .. n - j - 1} (exact integers from the generator; rows
-    with n - j <= 0 swap j with itself, still consuming one draw so the stream stays aligned).
-    Returns perm[R, width] (a transposed view: slot-major storage makes slot j one contiguous
-    row); perm[r, :min(steps, n[r])] is a uniform random ordered sample without replacement
-    from [0, n[r]).
+    Step j swaps slot j with slot j + U{0 .. n - j - 1} (exact int32 integers from the
+    generator; rows with n - j <= 0 swap j with itself, still consuming one draw so the stream
+    stays aligned). Returns perm[R, width] (a transposed view: slot-major storage makes slot j one
+    contiguous row); perm[r, :min(steps, n[r])] is a uniform random ordered sample without
+    replacement from [0, n[r]).
     """
     rows = n.size
     perm_t = np.broadcast_to(np.arange(width, dtype=np.int32)[:, None], (width, rows)).copy()
     flat = perm_t.reshape(-1)
     cols = np.arange(rows, dtype=np.int64)
-    n = n.astype(np.int64)
+    n = n.astype(np.int32)
     n0 = int(n[0]) if rows and np.all(n == n[0]) else None
     for j in range(min(steps, width)):
         # a scalar bound draws the same stream as an equal array bound, only faster
-        r = (rng.integers(0, max(n0 - j, 1), size=rows) if n0 is not None
-             else rng.integers(0, np.maximum(n - j, 1)))
+        r = (rng.integers(0, max(n0 - j, 1), size=rows, dtype=np.int32) if n0 is not None
+             else rng.integers(0, np.maximum(n - j, 1), dtype=np.int32))
         b = (r + j) * rows + cols
         tmp = flat[b]
         flat[b] = perm_t[j]
@@ -267,28 +366,69 @@ def _partial_shuffle(rng: np.random.Generator, n: np.ndarray, steps: int, width:
     return perm_t.T
 
 
-def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | None] | None,
-                    params: Mapping[str, Any] | EpisodeParams, seed: int, *,
-                    classes: Sequence[str] | None = None, spec_hash: str = "",
-                    fingerprint: str = "") -> Episodes:
-    """Sample episodes (see the module docstring); raises AscBenchError listing too-small classes."""
+@dataclass
+class _Plan:
+    params: EpisodeParams          # group_disjoint resolved to True/False
+    table: _Table
+    excluded: list[str]
+    notes: list[str]
+    n_way: int
+
+
+def _plan(labels: Sequence[int] | np.ndarray, splits: Sequence[str | None] | None,
+          params: Mapping[str, Any] | EpisodeParams, classes: Sequence[str] | None,
+          groups: Sequence[str | None] | None) -> tuple[np.ndarray, _Plan]:
     labels = np.asarray(labels, dtype=np.int64)
     if labels.ndim != 1:
         raise AscBenchError("labels must be 1-D")
     p = params if isinstance(params, EpisodeParams) else EpisodeParams.from_params(params)
+    gid = group_ids(groups, labels.size)
+    if p.group_disjoint and gid is None:
+        raise UsageError("group_disjoint: true, but the dataset defines no groups (no clip has a "
+                         "Clip.group); drop the param, or use an adapter/option that sets groups "
+                         "(docs/datasets.md)")
+    disjoint = gid is not None if p.group_disjoint is None else bool(p.group_disjoint)
+    p = replace(p, group_disjoint=disjoint)
     n_classes = int(labels.max()) + 1 if labels.size else 0
     class_names = list(classes) if classes is not None else [str(i) for i in range(n_classes)]
     split_list = list(splits) if splits is not None else [None] * labels.size
     notes: list[str] = []
-    table, excluded = _build_table(labels, split_list, class_names, p, notes)
+    table, excluded = _build_table(labels, split_list, class_names, p, notes,
+                                   gid if disjoint else None)
     n_cls = table.class_ids.size
     n_way = n_cls if p.n_way == "all" else int(p.n_way)
     if n_cls < max(2, n_way):
         raise AscBenchError(f"{n_way}-way episodes need {n_way} classes with enough clips; only "
                             f"{n_cls} qualify ({len(class_names)} in the dataset"
                             f"{', after exclusions' if excluded else ''}). Lower n_way.")
+    return labels, _Plan(p, table, excluded, notes, n_way)
+
+
+def check_episode_classes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | None] | None,
+                          params: Mapping[str, Any] | EpisodeParams, *,
+                          classes: Sequence[str] | None = None,
+                          groups: Sequence[str | None] | None = None) -> list[str]:
+    """The classes `sample_episodes` would leave out, from the listing alone (no embeddings, no
+    random draws): raises the same AscBenchError/UsageError it would raise (too-small classes
+    without exclude_small_classes, too few classes, bad params), else returns the excluded class
+    names (empty when none). Cheap: call it before embedding anything."""
+    return list(_plan(labels, splits, params, classes, groups)[1].excluded)
+
+
+def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | None] | None,
+                    params: Mapping[str, Any] | EpisodeParams, seed: int, *,
+                    classes: Sequence[str] | None = None, spec_hash: str = "",
+                    fingerprint: str = "", groups: Sequence[str | None] | None = None) -> Episodes:
+    """Sample episodes (see the module docstring); raises AscBenchError listing too-small classes.
+
+    `groups` (per clip, None entries allowed) makes the episodes group-disjoint unless the params
+    say `group_disjoint: false`; `Episodes.group_disjoint` records the policy used."""
+    labels, plan = _plan(labels, splits, params, classes, groups)
+    p, table, n_way, notes = plan.params, plan.table, plan.n_way, plan.notes
+    n_cls = table.class_ids.size
     k = p.k_shot
     constrained = p.support_split is not None or p.query_split is not None
+    disjoint = bool(p.group_disjoint)
     # the largest number of queries a class can give (pads "rest")
     q_cap = table.n_tot - table.n_a - np.maximum(0, k - table.n_a)
     q = int(q_cap.max()) if p.n_query == "rest" else int(p.n_query)
@@ -297,18 +437,24 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | N
     rng = make_rng(seed, spec_hash, fingerprint, purpose)
 
     e_total = p.episodes
-    block = max(1, _BLOCK_ELEMENTS // max(1, n_way * width, n_cls))
+    block = max(1, _BLOCK_ELEMENTS // max(1, n_way * width, n_cls,
+                                          table.n_groups + 1 if disjoint else 0))
     sup_out = np.empty((e_total, n_way, k), dtype=np.int64)
     qry_out = np.empty((e_total, n_way, q), dtype=np.int64)
     msk_out = np.empty((e_total, n_way, q), dtype=bool)
     cls_out = np.empty((e_total, n_way), dtype=np.int64)
+    flat_rows = table.rows.reshape(-1)
     for start in range(0, e_total, block):
         stop = min(e_total, start + block)
         e = stop - start
         chosen = _partial_shuffle(rng, np.full(e, n_cls), n_way, n_cls)[:, :n_way]
         chosen = chosen.astype(np.int64).reshape(-1)                       # [e*N] table rows
         n_tot = table.n_tot[chosen]
-        if not constrained:
+        offset = (chosen * width)[:, None]
+        if disjoint:
+            sup_pos, qry_pos, n_valid = _disjoint_draw(rng, table, chosen, e, n_way, k, q,
+                                                       p.n_query == "rest")
+        elif not constrained:
             steps = k + q if p.n_query != "rest" else width - 1
             perm = _partial_shuffle(rng, n_tot, steps, width)
             sup_pos, qry_pos = perm[:, :k], perm[:, k:k + q]
@@ -326,10 +472,8 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | N
             qperm = _partial_shuffle(rng, n_valid, steps, width)
             qry_pos = np.take_along_axis(compact, qperm[:, :q].astype(np.int64), 1)
         mask = np.arange(q) < n_valid[:, None]
-        flat_rows = table.rows.reshape(-1)
-        offset = (chosen * width)[:, None]
         sup = flat_rows[offset + sup_pos]
-        qry = np.where(mask, flat_rows[offset + qry_pos], -1)
+        qry = np.where(mask, flat_rows[offset + np.where(mask, qry_pos, 0)], -1)
         sup_out[start:stop] = sup.reshape(e, n_way, k)
         qry_out[start:stop] = qry.reshape(e, n_way, q)
         msk_out[start:stop] = mask.reshape(e, n_way, q)
@@ -339,5 +483,39 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | N
                      f"accuracy is over that episode's real queries")
     if p.n_way == "all":
         notes.append(f"n_way 'all' = {n_way} classes")
+    if disjoint:
+        notes.append("group-disjoint episodes: no query shares a group (recording/source) with "
+                     "any support clip of its episode")
     return Episodes(sup_out, qry_out.reshape(e_total, n_way * q), msk_out.reshape(e_total, -1),
-                    cls_out, q, excluded, notes)
+                    cls_out, q, list(plan.excluded), notes, disjoint)
+
+
+def _disjoint_draw(rng: np.random.Generator, table: _Table, chosen: np.ndarray, e: int,
+                   n_way: int, k: int, q: int, rest: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Support, then queries from groups no support clip of the episode belongs to.
+
+    Returns (sup_pos [e*N, K], qry_pos [e*N, q], n_valid [e*N]) as layout positions."""
+    width = table.rows.shape[1]
+    n_ab = table.n_ab[chosen]
+    sup_pos = np.ascontiguousarray(_partial_shuffle(rng, n_ab, k, width)[:, :k], dtype=np.int64)
+    gid = table.gid[chosen]                                             # [e*N, M]
+    flat_gid = gid.reshape(-1)
+    rows = np.arange(chosen.size, dtype=np.int64)
+    sup_g = flat_gid[(rows * width)[:, None] + sup_pos].reshape(e, n_way * k)
+    marked = np.zeros((e, table.n_groups + 1), dtype=bool)             # last column: padding
+    marked[np.arange(e)[:, None], sup_g] = True
+    episode_of = np.repeat(np.arange(e, dtype=np.int64), n_way)
+    blocked = marked.reshape(-1)[(episode_of * (table.n_groups + 1))[:, None] + gid]
+    slot = np.arange(width)
+    eligible = ~blocked & (slot >= table.n_a[chosen][:, None])          # padding is blocked
+    n_valid = eligible.sum(1)
+    # eligible positions first, in layout order (cumsum compaction: no sort)
+    r, pos = np.nonzero(eligible)
+    dest = np.cumsum(eligible, axis=1)[r, pos] - 1
+    compact = np.zeros((chosen.size, width), dtype=np.int64)
+    compact[r, dest] = pos
+    if rest:
+        return sup_pos, compact[:, :q], n_valid
+    qperm = _partial_shuffle(rng, n_valid, q, width)[:, :q].astype(np.int64)
+    return sup_pos, np.take_along_axis(compact, qperm, 1), n_valid
