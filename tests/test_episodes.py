@@ -360,5 +360,6 @@ def test_knn_weighting_and_ties():
 def test_protocol_hook_registers_all_four():
     from asc_bench_plugins import protocols
     got = {}
-    protocols.register_protocols(lambda name, run, description="": got.setdefault(name, run))
+    protocols.register_protocols(lambda name, run, **meta: got.setdefault(name, meta))
     assert set(got) == {"fewshot-prototype", "fewshot-logistic", "linear-probe", "knn"}
+    assert all(callable(meta.get("episodes")) for meta in got.values())   # all can export

@@ -33,16 +33,17 @@ Group-disjoint episodes (``group_disjoint``, default: on whenever a clip has a g
 recording/source (``Clip.group``) are not independent, so no query of an episode may share a group
 with any support clip of that episode, of any way (a Speech Commands speaker says many words: the
 group spans classes). Clips without a group are groups of their own. Per episode:
-(a) classes as in 1; (b) support = K clips drawn uniformly from each way's support-eligible clips
-(the support distribution is the unconstrained one); (c) every clip whose group holds a support clip
-of the episode leaves the query pool; (d) queries = Q clips drawn uniformly (an independent partial
-shuffle) from what is left of each way's query-eligible clips, or all of them, in row order, for
-``rest``. Eligibility is checked from the listing alone (``check_episode_classes``), for the worst
-draw: a class qualifies when its query-eligible clips minus its m largest groups still give Q
-queries, m = K (its own support) + the sum, over its N-1 worst episode-mates d, of min(K, number of
-groups shared by d's support-eligible and its query-eligible clips). So every draw of a qualifying
-class has Q queries; classes that do not qualify are an error or, with exclude_small_classes,
-left out (named in the notes), as for too-small classes.
+(a) classes as in 1; (b) support = K clips drawn uniformly from each way's support-eligible clips;
+(c) every clip whose group holds a support clip of the episode leaves the query pool; (d) if some
+way keeps fewer than Q eligible queries (1 for ``rest``), the episode's whole support is drawn
+again (b), so the support is uniform among the support draws that leave every way Q queries (on
+real data nearly all draws do: the unconstrained support distribution); (e) queries = Q clips
+drawn uniformly (an independent partial shuffle) from each way's remaining eligible clips, or all
+of them, in row order, for ``rest``. A class qualifies when, on its own, some choice of its groups
+holds K support clips and leaves Q group-disjoint queries (exact, from the listing:
+``check_episode_classes``); classes that do not are an error or, with exclude_small_classes, left
+out (named in the notes). An episode still without a valid support after MAX_SUPPORT_ROUNDS draws
+(groups shared across its classes) is an error naming its classes.
 
 Layout of the result: ``support_idx[E, N, K]`` clip rows, ``query_idx[E, N*Q]`` clip rows grouped
 by way (way n owns columns n*Q .. n*Q+Q-1), ``query_mask[E, N*Q]``, ``classes[E, N]`` class
@@ -63,6 +64,7 @@ from asc_bench.api import AscBenchError, UsageError
 _RNG_TAG = "asc-bench/rng/2"
 _HASH_TAG = b"asc-bench/episodes/1"
 _BLOCK_ELEMENTS = 1 << 22      # keys drawn per block: bounds memory at 32 MiB per key matrix
+MAX_SUPPORT_ROUNDS = 1000      # group-disjoint: support redraws before an episode is given up
 
 SAMPLING_KEYS = ("n_way", "k_shot", "n_query", "episodes", "class_pool", "support_split",
                  "query_split", "exclude_small_classes", "group_disjoint")
@@ -235,32 +237,27 @@ def group_ids(groups: Sequence[str | None] | None, n_clips: int) -> np.ndarray |
     return out
 
 
-def _worst_case_queries(labels: np.ndarray, gid: np.ndarray, sup_ok: np.ndarray,
-                        qry_ok: np.ndarray, pool: list[int], n_way: int | str, k: int,
-                        n_classes: int) -> np.ndarray:
-    """[n_classes] queries every group-disjoint draw still leaves (see the module docstring)."""
-    from scipy import sparse   # only for datasets with groups
+def _best_case_queries(labels: np.ndarray, gid: np.ndarray, sup_ok: np.ndarray,
+                       qry_ok: np.ndarray, pool: list[int], k: int, n_classes: int) -> np.ndarray:
+    """[n_classes] the most group-disjoint queries a class can keep beside its own K support clips.
 
-    n_g = int(gid.max()) + 1 if gid.size else 0
-    in_pool = np.isin(labels, pool)
-    ones = lambda m: np.ones(int(m.sum()), dtype=np.int64)  # noqa: E731
-    inc = lambda m: sparse.csr_matrix((ones(m), (labels[m], gid[m])),  # noqa: E731
-                                      shape=(n_classes, n_g))
-    q_inc = inc(qry_ok & in_pool)                       # [C, G] query-eligible clips per group
-    s_inc = inc(sup_ok & in_pool)
-    s_inc.data[:] = 1
-    q_bin = q_inc.copy()
-    q_bin.data[:] = 1
-    shared = (q_bin @ s_inc.T).toarray()                # [c, d] groups shared (c queries, d support)
-    np.fill_diagonal(shared, 0)
-    mates = n_classes - 1 if n_way == "all" else int(n_way) - 1
-    capped = np.sort(np.minimum(shared, k), axis=1)[:, ::-1][:, :max(mates, 0)]
-    removable = k + capped.sum(axis=1)                  # groups a draw can take from class c
+    Exact for the class alone: choose whole groups holding >= K support-eligible clips so that the
+    query-eligible clips they hold are fewest (a knapsack over the class's groups, solved by a
+    dynamic programme over 0..K support clips); what the other groups hold is the answer.
+    """
     left = np.zeros(n_classes, dtype=np.int64)
-    q_inc = q_inc.tocsr()
     for c in pool:
-        sizes = np.sort(q_inc.data[q_inc.indptr[c]:q_inc.indptr[c + 1]])[::-1]
-        left[c] = int(sizes.sum() - sizes[:removable[c]].sum())
+        member = labels == c
+        g = gid[member]
+        uniq, inv = np.unique(g, return_inverse=True)
+        s_g = np.bincount(inv, weights=sup_ok[member], minlength=uniq.size).astype(np.int64)
+        q_g = np.bincount(inv, weights=qry_ok[member], minlength=uniq.size).astype(np.int64)
+        best = np.full(k + 1, np.iinfo(np.int64).max // 2, dtype=np.int64)
+        best[0] = 0                          # best[j]: fewest queries lost for >= j support clips
+        for sg, qg in zip(s_g[s_g > 0].tolist(), q_g[s_g > 0].tolist()):
+            src = best[np.maximum(np.arange(k + 1) - sg, 0)] + qg
+            best = np.minimum(best, src)
+        left[c] = int(q_g.sum() - best[k])
     return left
 
 
@@ -301,15 +298,15 @@ def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequ
         # the support may use up to min(K, b) "both" clips; the queries must survive the worst case
         ok = (a + b >= k) & (c + b - np.minimum(k, b) >= q_need)
     else:
-        left = _worst_case_queries(labels, gid, sup_ok, qry_ok,
-                                   [i for i in pool if a[i] + b[i] >= k], p.n_way, k, n_classes)
+        left = _best_case_queries(labels, gid, sup_ok, qry_ok,
+                                  [i for i in pool if a[i] + b[i] >= k], k, n_classes)
         ok = (a + b >= k) & (left >= q_need)
     small = [classes[i] for i in pool if not ok[i]]
     if small:
         what = (f"{k} support + {'at least 1' if p.n_query == 'rest' else q_need} query clip(s)"
                 + (" within the support/query splits" if p.support_split or p.query_split else "")
-                + (" with queries from groups (recordings/sources) that no support clip of the "
-                   "episode belongs to, for every draw" if gid is not None else ""))
+                + (" with the queries from groups (recordings/sources) that none of the support "
+                   "clips belongs to" if gid is not None else ""))
         if not p.exclude_small_classes:
             def size(i: int) -> str:
                 n = int(a[i] + b[i] + c[i])
@@ -495,20 +492,45 @@ def _disjoint_draw(rng: np.random.Generator, table: _Table, chosen: np.ndarray, 
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Support, then queries from groups no support clip of the episode belongs to.
 
-    Returns (sup_pos [e*N, K], qry_pos [e*N, q], n_valid [e*N]) as layout positions."""
+    An episode whose support leaves some way fewer than Q (``rest``: 1) eligible queries draws
+    its whole support again (only those episodes, in order, from the same stream), up to
+    MAX_SUPPORT_ROUNDS times. Returns (sup_pos [e*N, K], qry_pos [e*N, q], n_valid [e*N]) as
+    layout positions."""
     width = table.rows.shape[1]
+    need = 1 if rest else q
     n_ab = table.n_ab[chosen]
-    sup_pos = np.ascontiguousarray(_partial_shuffle(rng, n_ab, k, width)[:, :k], dtype=np.int64)
     gid = table.gid[chosen]                                             # [e*N, M]
-    flat_gid = gid.reshape(-1)
-    rows = np.arange(chosen.size, dtype=np.int64)
-    sup_g = flat_gid[(rows * width)[:, None] + sup_pos].reshape(e, n_way * k)
-    marked = np.zeros((e, table.n_groups + 1), dtype=bool)             # last column: padding
-    marked[np.arange(e)[:, None], sup_g] = True
-    episode_of = np.repeat(np.arange(e, dtype=np.int64), n_way)
-    blocked = marked.reshape(-1)[(episode_of * (table.n_groups + 1))[:, None] + gid]
+    n_a = table.n_a[chosen][:, None]
     slot = np.arange(width)
-    eligible = ~blocked & (slot >= table.n_a[chosen][:, None])          # padding is blocked
+    sup_pos = np.empty((chosen.size, k), dtype=np.int64)
+    eligible = np.empty((chosen.size, width), dtype=bool)
+    todo = np.arange(e, dtype=np.int64)
+    ways = np.arange(n_way, dtype=np.int64)
+    stride = table.n_groups + 1                                         # last column: padding
+    for _ in range(MAX_SUPPORT_ROUNDS):
+        rows = (todo[:, None] * n_way + ways).reshape(-1)
+        sp = np.ascontiguousarray(_partial_shuffle(rng, n_ab[rows], k, width)[:, :k],
+                                  dtype=np.int64)
+        g_rows = gid[rows]
+        sup_g = np.take_along_axis(g_rows, sp, 1).reshape(todo.size, n_way * k)
+        marked = np.zeros((todo.size, stride), dtype=bool)
+        marked[np.arange(todo.size)[:, None], sup_g] = True
+        local = np.repeat(np.arange(todo.size, dtype=np.int64) * stride, n_way)
+        elig = ~marked.reshape(-1)[local[:, None] + g_rows] & (slot >= n_a[rows])
+        sup_pos[rows] = sp
+        eligible[rows] = elig
+        bad = (elig.sum(1) < need).reshape(todo.size, n_way).any(1)
+        todo = todo[bad]
+        if not todo.size:
+            break
+    else:
+        names = sorted({int(c) for c in table.class_ids[chosen.reshape(e, n_way)[todo[0]]]})
+        raise AscBenchError(
+            f"{todo.size} episode(s) found no group-disjoint support in {MAX_SUPPORT_ROUNDS} "
+            f"draws (e.g. the one of class indices {names}): their groups (recordings/sources) "
+            f"span these classes so that few support draws leave {need} query clip(s) per way. "
+            f"Lower n_query/k_shot/n_way, or set group_disjoint: false (queries then may share a "
+            f"recording with the support)")
     n_valid = eligible.sum(1)
     # eligible positions first, in layout order (cumsum compaction: no sort)
     r, pos = np.nonzero(eligible)
