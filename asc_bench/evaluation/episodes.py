@@ -514,6 +514,7 @@ def _disjoint_draw(rng: np.random.Generator, table: _Table, chosen: np.ndarray, 
         g_rows = gid[rows]
         sup_g = np.take_along_axis(g_rows, sp, 1).reshape(todo.size, n_way * k)
         marked = np.zeros((todo.size, stride), dtype=bool)
+        marked[:, -1] = True                                            # padding never qualifies
         marked[np.arange(todo.size)[:, None], sup_g] = True
         local = np.repeat(np.arange(todo.size, dtype=np.int64) * stride, n_way)
         elig = ~marked.reshape(-1)[local[:, None] + g_rows] & (slot >= n_a[rows])
