@@ -8,9 +8,9 @@ independent; no threads or BLAS are involved).
 Randomness. ``make_rng(seed, spec_hash, fingerprint, purpose)`` builds
 ``Generator(PCG64(SeedSequence([seed, *words])))`` where ``words`` are the eight 32-bit words of
 sha256("asc-bench/rng/2\\0" + spec_hash + "\\0" + fingerprint + "\\0" + purpose). Bounded draws
-are int32 (``Generator.integers(..., dtype=int32)``). Version 2 of the tag (group-disjoint
-sampling, int32 draws) changed every episode of version 1; any future change of the draws bumps it
-again. The sampler's
+are int32 (``Generator.integers(..., dtype=int32)``, or floor(u * bound) from doubles where the
+bound differs per row: see ``_partial_shuffle``). Version 2 of the tag (group-disjoint sampling,
+these draws) changed every episode of version 1; any future change of the draws bumps it again. The sampler's
 purpose string also holds the canonical JSON of the sampling params, so a k_shot sweep under one
 spec_hash still gets its own stream.
 
@@ -212,6 +212,10 @@ class _Table:
     n_tot: np.ndarray              # [C] all usable clips (a + b + c)
     gid: np.ndarray | None = None  # [C, M] group id of each slot, n_groups where padded
     n_groups: int = 0
+    # runs of one group in a layout row (slots sorted by group): key = row * (n_groups + 1) + group
+    run_keys: np.ndarray | None = None
+    run_start: np.ndarray | None = None
+    run_len: np.ndarray | None = None
 
 
 def group_ids(groups: Sequence[str | None] | None, n_clips: int) -> np.ndarray | None:
@@ -243,22 +247,26 @@ def _best_case_queries(labels: np.ndarray, gid: np.ndarray, sup_ok: np.ndarray,
 
     Exact for the class alone: choose whole groups holding >= K support-eligible clips so that the
     query-eligible clips they hold are fewest (a knapsack over the class's groups, solved by a
-    dynamic programme over 0..K support clips); what the other groups hold is the answer.
+    dynamic programme over 0..K support clips, all classes at once); the rest is the answer.
     """
-    left = np.zeros(n_classes, dtype=np.int64)
-    for c in pool:
-        member = labels == c
-        g = gid[member]
-        uniq, inv = np.unique(g, return_inverse=True)
-        s_g = np.bincount(inv, weights=sup_ok[member], minlength=uniq.size).astype(np.int64)
-        q_g = np.bincount(inv, weights=qry_ok[member], minlength=uniq.size).astype(np.int64)
-        best = np.full(k + 1, np.iinfo(np.int64).max // 2, dtype=np.int64)
-        best[0] = 0                          # best[j]: fewest queries lost for >= j support clips
-        for sg, qg in zip(s_g[s_g > 0].tolist(), q_g[s_g > 0].tolist()):
-            src = best[np.maximum(np.arange(k + 1) - sg, 0)] + qg
-            best = np.minimum(best, src)
-        left[c] = int(q_g.sum() - best[k])
-    return left
+    member = np.isin(labels, pool)
+    n_g = int(gid.max()) + 1
+    key, inv = np.unique(labels[member] * n_g + gid[member], return_inverse=True)
+    s_g = np.bincount(inv, weights=sup_ok[member], minlength=key.size).astype(np.int64)
+    q_g = np.bincount(inv, weights=qry_ok[member], minlength=key.size).astype(np.int64)
+    cls = key // n_g
+    rank = np.arange(key.size) - np.searchsorted(cls, cls)      # position among its class's groups
+    big = np.iinfo(np.int64).max // 4
+    best = np.full((n_classes, k + 1), big, dtype=np.int64)   # fewest queries lost for >= j shots
+    best[:, 0] = 0
+    steps = np.arange(k + 1)
+    for r in range(int(rank.max()) + 1 if rank.size else 0):
+        at = np.flatnonzero((rank == r) & (s_g > 0))
+        c = cls[at]
+        src = np.take_along_axis(best[c], np.maximum(steps[None, :] - s_g[at, None], 0), 1)
+        best[c] = np.minimum(best[c], src + q_g[at, None])
+    left = np.bincount(cls, weights=q_g, minlength=n_classes).astype(np.int64) - best[:, k]
+    return np.maximum(left, 0) * np.isin(np.arange(n_classes), pool)
 
 
 def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequence[str],
@@ -289,7 +297,9 @@ def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequ
 
     # group id per clip: 0 support-only, 1 both, 2 query-only, 3 unusable; lexsort keeps row order
     group = np.where(sup_ok & qry_ok, 1, np.where(sup_ok, 0, np.where(qry_ok, 2, 3)))
-    order = np.lexsort((np.arange(labels.size), group, labels))
+    # with groups, each [region] is sorted by group, so a group's clips are one run of slots
+    by_group = gid if gid is not None else np.zeros(labels.size, dtype=np.int64)
+    order = np.lexsort((np.arange(labels.size), by_group, group, labels))
     counts = np.stack([np.bincount(labels[group == g], minlength=n_classes) for g in range(3)], 1)
     q_need = 1 if p.n_query == "rest" else int(p.n_query)
     k = p.k_shot
@@ -334,15 +344,29 @@ def _build_table(labels: np.ndarray, splits: Sequence[str | None], classes: Sequ
     if gid is not None:
         table.n_groups = int(gid.max()) + 1
         table.gid = np.where(rows >= 0, gid[np.maximum(rows, 0)], table.n_groups)
+        g = table.gid
+        first = np.ones(g.shape, dtype=bool)
+        first[:, 1:] = g[:, 1:] != g[:, :-1]
+        first &= g < table.n_groups
+        r, start = np.nonzero(first)                     # row-major: keys come out sorted
+        stop = np.append(start[1:], 0)
+        last = np.append(r[1:] != r[:-1], True)
+        stop = np.where(last, n_tot[r], stop)
+        table.run_keys = r * (table.n_groups + 1) + g[r, start]
+        # a last entry (start = width, length 0) is what index -1 finds: "no run"
+        table.run_start = np.append(start, width).astype(np.int32)
+        table.run_len = np.append(stop - start, 0).astype(np.int32)
     return table, small
 
 
 def _partial_shuffle(rng: np.random.Generator, n: np.ndarray, steps: int, width: int) -> np.ndarray:
     """Fisher-Yates, first `steps` steps, on R rows of [0 .. width), row r restricted to [0, n[r]).
 
-    Step j swaps slot j with slot j + U{0 .. n - j - 1} (exact int32 integers from the
-    generator; rows with n - j <= 0 swap j with itself, still consuming one draw so the stream
-    stays aligned). Returns perm[R, width] (a transposed view: slot-major storage makes slot j one
+    Step j swaps slot j with slot j + U{0 .. n - j - 1}: exact int32 integers from the generator
+    when every row has the same bound, else floor(u * (n - j)) from one 53-bit double u per row
+    (3x faster than per-row integer bounds; the deviation from uniform is below n * 2^-53, and
+    IEEE arithmetic makes it the same on every machine). Rows with n - j <= 0 swap j with itself,
+    still consuming one draw so the stream stays aligned. Returns perm[R, width] (a transposed view: slot-major storage makes slot j one
     contiguous row); perm[r, :min(steps, n[r])] is a uniform random ordered sample without
     replacement from [0, n[r]).
     """
@@ -354,8 +378,11 @@ def _partial_shuffle(rng: np.random.Generator, n: np.ndarray, steps: int, width:
     n0 = int(n[0]) if rows and np.all(n == n[0]) else None
     for j in range(min(steps, width)):
         # a scalar bound draws the same stream as an equal array bound, only faster
-        r = (rng.integers(0, max(n0 - j, 1), size=rows, dtype=np.int32) if n0 is not None
-             else rng.integers(0, np.maximum(n - j, 1), dtype=np.int32))
+        if n0 is not None:
+            r = rng.integers(0, max(n0 - j, 1), size=rows, dtype=np.int32)
+        else:
+            bound = np.maximum(n - j, 1)
+            r = np.minimum((rng.random(rows) * bound).astype(np.int32), bound - 1)
         b = (r + j) * rows + cols
         tmp = flat[b]
         flat[b] = perm_t[j]
@@ -448,7 +475,9 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | N
         chosen = chosen.astype(np.int64).reshape(-1)                       # [e*N] table rows
         n_tot = table.n_tot[chosen]
         offset = (chosen * width)[:, None]
-        if disjoint:
+        if disjoint and not constrained and p.n_query != "rest":
+            sup_pos, qry_pos, n_valid = _disjoint_runs(rng, table, chosen, e, n_way, k, q)
+        elif disjoint:
             sup_pos, qry_pos, n_valid = _disjoint_draw(rng, table, chosen, e, n_way, k, q,
                                                        p.n_query == "rest")
         elif not constrained:
@@ -470,7 +499,8 @@ def sample_episodes(labels: Sequence[int] | np.ndarray, splits: Sequence[str | N
             qry_pos = np.take_along_axis(compact, qperm[:, :q].astype(np.int64), 1)
         mask = np.arange(q) < n_valid[:, None]
         sup = flat_rows[offset + sup_pos]
-        qry = np.where(mask, flat_rows[offset + np.where(mask, qry_pos, 0)], -1)
+        qry = (flat_rows[offset + qry_pos] if p.n_query != "rest" else
+               np.where(mask, flat_rows[offset + np.where(mask, qry_pos, 0)], -1))
         sup_out[start:stop] = sup.reshape(e, n_way, k)
         qry_out[start:stop] = qry.reshape(e, n_way, q)
         msk_out[start:stop] = mask.reshape(e, n_way, q)
@@ -525,13 +555,7 @@ def _disjoint_draw(rng: np.random.Generator, table: _Table, chosen: np.ndarray, 
         if not todo.size:
             break
     else:
-        names = sorted({int(c) for c in table.class_ids[chosen.reshape(e, n_way)[todo[0]]]})
-        raise AscBenchError(
-            f"{todo.size} episode(s) found no group-disjoint support in {MAX_SUPPORT_ROUNDS} "
-            f"draws (e.g. the one of class indices {names}): their groups (recordings/sources) "
-            f"span these classes so that few support draws leave {need} query clip(s) per way. "
-            f"Lower n_query/k_shot/n_way, or set group_disjoint: false (queries then may share a "
-            f"recording with the support)")
+        raise _no_support_error(table, chosen, e, n_way, todo, need)
     n_valid = eligible.sum(1)
     # eligible positions first, in layout order (cumsum compaction: no sort)
     r, pos = np.nonzero(eligible)
@@ -542,3 +566,70 @@ def _disjoint_draw(rng: np.random.Generator, table: _Table, chosen: np.ndarray, 
         return sup_pos, compact[:, :q], n_valid
     qperm = _partial_shuffle(rng, n_valid, q, width)[:, :q].astype(np.int64)
     return sup_pos, np.take_along_axis(compact, qperm, 1), n_valid
+
+
+def _no_support_error(table: _Table, chosen: np.ndarray, e: int, n_way: int, todo: np.ndarray,
+                      need: int) -> AscBenchError:
+    names = sorted({int(c) for c in table.class_ids[chosen.reshape(e, n_way)[todo[0]]]})
+    return AscBenchError(
+        f"{todo.size} episode(s) found no group-disjoint support in {MAX_SUPPORT_ROUNDS} "
+        f"draws (e.g. the one of class indices {names}): their groups (recordings/sources) "
+        f"span these classes so that few support draws leave {need} query clip(s) per way. "
+        f"Lower n_query/k_shot/n_way, or set group_disjoint: false (queries then may share a "
+        f"recording with the support)")
+
+
+def _disjoint_runs(rng: np.random.Generator, table: _Table, chosen: np.ndarray, e: int,
+                   n_way: int, k: int, q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_disjoint_draw` for fixed Q without split constraints, without compaction.
+
+    A way's slots are sorted by group, so the clips the support's groups take from it are at most
+    N*K runs of slots. Queries are Q distinct "virtual" positions drawn uniformly from the
+    n - (blocked) free slots by a partial shuffle, then mapped past the blocked runs (in order of
+    their start): the same uniform draw among the eligible clips, in O(N*K) array passes."""
+    width = table.rows.shape[1]
+    n_tot = table.n_tot[chosen]
+    stride = table.n_groups + 1
+    nk = n_way * k
+    flat_gid = table.gid.reshape(-1)
+    dense = table.class_ids.size * stride <= _BLOCK_ELEMENTS
+    if dense:                                                # (row, group) -> run index, or -1
+        lookup = np.full(table.class_ids.size * stride, -1, dtype=np.int64)
+        lookup[table.run_keys] = np.arange(table.run_keys.size)
+    sup_pos = np.empty((chosen.size, k), dtype=np.int64)
+    starts = np.empty((chosen.size, nk), dtype=np.int32)
+    lens = np.empty((chosen.size, nk), dtype=np.int32)
+    n_free = np.empty(chosen.size, dtype=np.int64)
+    todo = np.arange(e, dtype=np.int64)
+    ways = np.arange(n_way, dtype=np.int64)
+    for _ in range(MAX_SUPPORT_ROUNDS):
+        rows = (todo[:, None] * n_way + ways).reshape(-1)
+        sp = np.ascontiguousarray(_partial_shuffle(rng, n_tot[rows], k, width)[:, :k],
+                                  dtype=np.int64)
+        sup_g = flat_gid[(chosen[rows] * width)[:, None] + sp].reshape(todo.size, nk)
+        # sorted by group = by start of its run (a row's slots are sorted by group); a group
+        # counts once per episode: repeats become the padding id, which has no run
+        sup_g.sort(axis=1)
+        sup_g[:, 1:][sup_g[:, 1:] == sup_g[:, :-1]] = stride - 1
+        key = ((chosen[rows] * stride).reshape(todo.size, n_way, 1)
+               + sup_g[:, None, :]).reshape(rows.size, nk)
+        if dense:
+            at = lookup[key]                                    # -1: no run
+        else:
+            at = np.minimum(np.searchsorted(table.run_keys, key), table.run_keys.size - 1)
+            at[table.run_keys[at] != key] = -1
+        ln, st = table.run_len[at], table.run_start[at]
+        free = n_tot[rows] - ln.sum(1, dtype=np.int64)
+        if rows.size == chosen.size:
+            sup_pos, starts, lens, n_free = sp, st, ln, free
+        else:
+            sup_pos[rows], starts[rows], lens[rows], n_free[rows] = sp, st, ln, free
+        todo = todo[(free < q).reshape(todo.size, n_way).any(1)]
+        if not todo.size:
+            break
+    else:
+        raise _no_support_error(table, chosen, e, n_way, todo, q)
+    pos = np.ascontiguousarray(_partial_shuffle(rng, n_free, q, width)[:, :q])   # int32
+    for i in range(nk):                          # skip the blocked runs, in order of their start
+        np.add(pos, lens[:, i:i + 1], out=pos, where=pos >= starts[:, i:i + 1])
+    return sup_pos, pos.astype(np.int64), n_free
