@@ -125,3 +125,64 @@ def test_episodes_need_no_embedding_and_bad_input_is_a_usage_error(tmp_path):
     bad = cli("episodes", "--task", "esc50-5way1shot", "--data-root", str(tmp_path / "data"), "--out",
               str(tmp_path / "x.jsonl"), "--param", "colour=blue", check=False)
     assert bad.returncode == 2 and "colour" in bad.stderr
+
+
+# ------------------------------------------------------------------------------ adapters' groups
+def _listed(name: str, root: Path, tmp_path: Path, **options) -> list:
+    from asc_bench.data.listing import list_clips
+    from asc_bench.plugins import get_manager
+
+    return list_clips(get_manager(), name, options, root, tmp_path / "cache")
+
+
+def test_adapters_fill_the_group_from_their_metadata(tmp_path):
+    tau = dm.tau22(tmp_path / "tau")
+    for c in _listed("tau22", tmp_path / "tau", tmp_path):
+        assert c.group == c.extra["identifier"] and c.group
+    fsd = dm.fsdkaggle2018(tmp_path / "fsd")
+    assert all(c.group == c.extra["freesound_id"] for c in _listed("fsdkaggle2018", tmp_path / "fsd", tmp_path))
+    dm.fsdkaggle2018(tmp_path / "kaggle", kaggle_era=True)
+    kaggle = _listed("fsdkaggle2018", tmp_path / "kaggle", tmp_path)
+    assert {c.group is None for c in kaggle if c.split == "train"} == {True}   # train.csv has no id
+    dm.icme24(tmp_path / "icme", apsipa=True)
+    assert all(c.group == f"Shanghai {c.extra['record_time']}" for c in _listed("icme24", tmp_path / "icme", tmp_path))
+    dm.icme24(tmp_path / "icme_base")
+    assert all(c.group is None for c in _listed("icme24", tmp_path / "icme_base", tmp_path))
+    dm.nsynth(tmp_path / "ns")
+    two = ["valid", "test"]
+    assert all(c.group == c.extra["instrument"] for c in _listed("nsynth", tmp_path / "ns", tmp_path, splits=two))
+    assert all(c.group is None for c in _listed("nsynth", tmp_path / "ns", tmp_path, splits=two,
+                                                label="instrument"))
+    del tau, fsd
+
+
+def test_csv_and_folder_groups_are_optional(tmp_path):
+    for label in ("dog", "cat"):
+        for rec in ("r1", "r2"):
+            dm.write_wav(tmp_path / "f" / label / rec / "a.wav", label, 0.1, 16000)
+        dm.write_wav(tmp_path / "f" / label / "loose.wav", label, 0.1, 16000)
+    clips = _listed("folder", tmp_path / "f", tmp_path, groups="subfolder")
+    assert {(Path(c.path).relative_to(tmp_path / "f").as_posix(), c.group) for c in clips} == {
+        ("dog/r1/a.wav", "r1"), ("dog/r2/a.wav", "r2"), ("dog/loose.wav", None),
+        ("cat/r1/a.wav", "r1"), ("cat/r2/a.wav", "r2"), ("cat/loose.wav", None)}
+    assert all(c.group is None for c in _listed("folder", tmp_path / "f", tmp_path))
+    dm.write_text(tmp_path / "f" / "list.csv", ["path,label,rec", "dog/r1/a.wav,dog,x", "cat/r1/a.wav,cat,"])
+    rows = _listed("csv", tmp_path / "f", tmp_path, file="list.csv", group_column="rec")
+    assert [c.group for c in rows] == ["x", None] and all("rec" not in c.extra for c in rows)
+    assert all(c.group is None for c in _listed("csv", tmp_path / "f", tmp_path, file="list.csv"))
+    from asc_bench.api import LayoutError
+    with pytest.raises(LayoutError, match="group_column"):
+        _listed("csv", tmp_path / "f", tmp_path, file="list.csv", group_column="speaker")
+
+
+def test_groups_enter_the_listing_fingerprint_but_not_the_cache_key(tmp_path):
+    from dataclasses import replace
+
+    from asc_bench.data.listing import fingerprints
+    dm.esc50(tmp_path / "data", takes=1)
+    clips = _listed("esc50", tmp_path / "data", tmp_path)
+    bare = [replace(c, group=None) for c in clips]
+    moved = [replace(c, group=c.group + "x") for c in clips]
+    fp, files = fingerprints(clips)
+    assert fingerprints(bare)[1] == fingerprints(moved)[1] == files          # embeddings do not change
+    assert len({fp, fingerprints(bare)[0], fingerprints(moved)[0]}) == 3      # episodes may
