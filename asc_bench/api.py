@@ -41,12 +41,19 @@ class BadAudioError(AscBenchError):
 # --------------------------------------------------------------------------------------------- datasets
 @dataclass(frozen=True)
 class Clip:
-    """One labelled audio file. `split` is the fold or split name the dataset defines (None if none)."""
+    """One labelled audio file. `split` is the fold or split name the dataset defines (None if none).
+
+    `group` is the clip's recording/source identity (ESC-50 `src_file`, a TUT17 location, a
+    VoxCeleb1 video, a Speech Commands speaker...), None where the dataset has none. Clips of one
+    group are not independent: the few-shot protocols never put a query in an episode whose support
+    holds a clip of the same group (see asc_bench.evaluation.episodes).
+    """
 
     path: str
     label: str
     split: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ class EvalData:
     extras: list[Mapping[str, str]]
     # Protocols may call report(done, total) as episodes/folds finish; the CLI shows it as a bar.
     report: Callable[[int, int], None] = field(default=lambda done, total: None, repr=False)
+    # Per-clip recording/source identity (Clip.group); None when the dataset defines no groups.
+    groups: list[str | None] | None = None
 
 
 @dataclass
@@ -147,12 +156,27 @@ class DatasetEntry:
     plugin: str = ""
 
 
+class EpisodesFn(Protocol):
+    """Lists a protocol's evaluation units without embeddings (for `asc-bench episodes`).
+
+    `data.embeddings` is an empty (clips, 0) array and must not be read. Returns one mapping per
+    episode/draw/fold, in scoring order: `{"support": rows, "query": rows}` (few-shot) or
+    `{"train": rows, "test": rows}` (folds), rows being clip row indices into `data`; the units
+    must be exactly those `run` scores with the same params and seed.
+    """
+
+    def __call__(self, data: EvalData, params: Mapping[str, Any], seed: int
+                 ) -> Sequence[Mapping[str, Any]]: ...
+
+
 @dataclass(frozen=True)
 class ProtocolEntry:
     name: str
     run: ProtocolFn
     description: str = ""
     plugin: str = ""
+    # Optional: the protocol's episodes/folds without embeddings; None = cannot export episodes.
+    episodes: EpisodesFn | None = None
 
 
 @dataclass(frozen=True)

@@ -366,3 +366,29 @@ def train_cmd(recipe: str, config_path: str, data_root: str | None, out_dir: str
                   highlight=False)
         if result.export_path:
             out.print(f"exported: {result.export_path}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ episodes
+@cli.command("episodes")
+@click.option("--task", required=True, help="Task name or path to a task YAML file.")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Dataset root (default $ASC_BENCH_DATA/<dataset>).")
+@click.option("--seed", type=int, help="Episode seed (default: the task's).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a protocol parameter of the task (repeatable), as in `run`.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache (only for datasets generated or "
+              "unpacked there, e.g. demo, hf).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="JSON-lines file to write.")
+@_guard
+def episodes_cmd(task: str, data_root: str | None, seed: int | None, params: tuple[str, ...], cache_dir: str | None,
+                 out_path: str) -> None:
+    """Write the task's episodes, draws or folds (one JSON line each) without embedding anything."""
+    from asc_bench.evaluation.export import export_episodes
+
+    s = export_episodes(task, out_path, plugins=click.get_current_context().find_object(Context).plugins,
+                        data_root=data_root, cache_dir=cache_dir, seed=seed,
+                        overrides={k: _yaml_value(v) for k, v in _kv(params, "--param").items()})
+    policy = {True: "group-disjoint", False: "not group-disjoint", None: "folds"}[s.group_disjoint]
+    other = "test clips" if s.kind == "folds" else "queries"
+    out.print(f"wrote {s.units} {s.kind} to {s.path} ({policy}; {s.grouped_clips} clips with a group; "
+              f"{s.leaks} {s.kind} with {other} sharing a group with their "
+              f"{'training' if s.kind == 'folds' else 'support'} clips)", highlight=False, soft_wrap=True)

@@ -18,6 +18,7 @@ from asc_bench.embedding.checkpoints import sha256_file
 from asc_bench.embedding.extract import DEFAULT_SHARD_SIZE, EmbedResult, embed_dataset, embedding_key
 from asc_bench.embedding.hear import PREFIX as HEAR_PREFIX, hear_entry
 from asc_bench.evaluation import stats
+from asc_bench.evaluation.export import clip_groups
 from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, SCHEMA, json_safe, package_versions, utc_now, write_record
 from asc_bench.plugins import PluginManager, get_manager
 from asc_bench.progress import progress
@@ -147,7 +148,8 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
     index = {label: i for i, label in enumerate(classes)}
     data = EvalData(embeddings=np.asarray(emb.embeddings[rows], dtype=np.float32),
                     labels=np.array([index[c.label] for c in kept], dtype=np.int64), classes=classes,
-                    splits=[c.split for c in kept], extras=[dict(c.extra) for c in kept])
+                    splits=[c.split for c in kept], extras=[dict(c.extra) for c in kept],
+                    groups=clip_groups(kept))
     params = {**spec.params, "_spec_hash": spec.spec_hash, "_fingerprint": listing_fp}
     with progress(f"scoring ({spec.protocol})", enabled=opts.show_progress and dist.is_main()) as bar:
         data.report = bar.update

@@ -61,7 +61,9 @@ def write_text(path: Path, lines: Sequence[str], *, crlf: bool = False, bom: boo
 
 # --------------------------------------------------------------------------------------------- ESC-50
 def esc50(parent: Path, *, classes: Sequence[tuple[int, str]] = ESC50_CLASSES, per_fold: int = 1,
-          folds: int = 5, seconds: float = 0.25, crlf: bool = False) -> Mini:
+          folds: int = 5, seconds: float = 0.25, crlf: bool = False, takes: int = 1) -> Mini:
+    """With `takes` > 1, consecutive clips of one class and fold are takes A, B, ... of one Freesound
+    source (one `src_file`), as in the real set."""
     base = parent / "ESC-50-master"
     mini = Mini(base)
     rows = []
@@ -72,6 +74,8 @@ def esc50(parent: Path, *, classes: Sequence[tuple[int, str]] = ESC50_CLASSES, p
             for k in range(per_fold):
                 n += 1
                 src, take = 100000 + 37 * n, "ABC"[k % 3]
+                if takes > 1:
+                    src, take = 100000 + 37 * (n - k % takes), "ABCDEFGH"[k % takes]
                 name = f"{fold}-{src}-{take}-{target}.wav"
                 write_wav(base / "audio" / name, category, seconds, 44100, seed=n)
                 rows.append(f"{name},{fold},{target},{category},{target in esc10},{src},{take}")

@@ -360,5 +360,162 @@ def test_knn_weighting_and_ties():
 def test_protocol_hook_registers_all_four():
     from asc_bench_plugins import protocols
     got = {}
-    protocols.register_protocols(lambda name, run, description="": got.setdefault(name, run))
+    protocols.register_protocols(lambda name, run, **meta: got.setdefault(name, meta))
     assert set(got) == {"fewshot-prototype", "fewshot-logistic", "linear-probe", "knn"}
+    assert all(callable(meta.get("episodes")) for meta in got.values())   # all can export
+
+
+# ------------------------------------------------------------------------- group-disjoint episodes
+def _speaker_groups(labels, n_groups, seed=0):
+    """Groups that span classes (a speaker says many words), a few clips without a group."""
+    rng = np.random.default_rng(seed)
+    groups = [f"g{rng.integers(0, n_groups)}" for _ in labels]
+    for i in rng.choice(labels.size, 5, replace=False):
+        groups[i] = None
+    return groups
+
+
+def _leaks(ep, groups):
+    g = np.array(["" if x is None else x for x in groups], dtype=object)
+    solo = np.array([x is None for x in groups])
+    bad = 0
+    for i in range(ep.n_episodes):
+        sup = ep.support_idx[i].ravel()
+        qry = ep.query_idx[i][ep.query_mask[i]]
+        taken = set(g[sup[~solo[sup]]].tolist())
+        bad += any(x in taken for x in g[qry[~solo[qry]]].tolist())
+    return bad
+
+
+@pytest.mark.parametrize("params", [
+    {"n_way": 3, "k_shot": 2, "n_query": 3, "episodes": 400},
+    {"n_way": "all", "k_shot": 1, "n_query": "rest", "episodes": 60},
+    {"n_way": 4, "k_shot": 1, "n_query": 2, "episodes": 300, "support_split": ["a", "b"],
+     "query_split": ["b", "c"]},
+])
+def test_group_disjoint_episodes_never_share_a_group(params):
+    labels = _labels([20, 16, 24, 18, 20, 22])
+    groups = _speaker_groups(labels, 25)
+    splits = np.random.default_rng(1).choice(["a", "b", "c"], labels.size).tolist()
+    ep = sample_episodes(labels, splits, params, 0, groups=groups)
+    _check_structure(ep, labels)
+    assert ep.group_disjoint and any("group-disjoint" in n for n in ep.notes)
+    assert _leaks(ep, groups) == 0
+    # the same draw without the policy leaks: the check above can fail
+    loose = sample_episodes(labels, splits, {**params, "group_disjoint": False}, 0, groups=groups)
+    assert not loose.group_disjoint and _leaks(loose, groups) > 0
+
+
+def test_group_disjoint_rest_takes_every_clip_outside_the_support_groups():
+    labels = _labels([15, 12, 18, 10])
+    groups = _speaker_groups(labels, 12, seed=3)
+    ep = sample_episodes(labels, None, {"n_way": 3, "k_shot": 1, "n_query": "rest", "episodes": 50},
+                         0, groups=groups)
+    g = np.array([f"solo{i}" if x is None else x for i, x in enumerate(groups)])
+    for i in range(ep.n_episodes):
+        taken = set(g[ep.support_idx[i].ravel()].tolist())
+        want = {j for j in np.flatnonzero(np.isin(labels, ep.classes[i])) if g[j] not in taken}
+        assert set(ep.query_idx[i][ep.query_mask[i]].tolist()) == want
+
+
+def test_group_disjoint_support_is_uniform_among_draws_that_leave_the_queries():
+    # class 0: 8 clips in 4 recordings of 2; 3 shots + 3 queries. A 3-shot support spanning 3
+    # recordings leaves 2 queries, so only supports from 2 recordings are valid: 4C2 * 4 = 24 sets.
+    import itertools
+    labels = _labels([8, 12])
+    groups = [f"r{i // 2}" for i in range(8)] + [None] * 12
+    params = {"n_way": 2, "k_shot": 3, "n_query": 3, "episodes": 6000}
+    ep = sample_episodes(labels, None, params, 0, groups=groups)
+    assert _leaks(ep, groups) == 0
+    way0 = np.where(ep.classes[:, :1] == 0, ep.support_idx[:, 0], ep.support_idx[:, 1])
+    seen = Counter(tuple(sorted(s)) for s in way0.tolist())
+    valid = [s for s in itertools.combinations(range(8), 3) if len({i // 2 for i in s}) == 2]
+    assert set(seen) == set(valid) and len(valid) == 24
+    assert sps.chisquare([seen[s] for s in valid]).pvalue > 1e-3
+    # queries: uniform over the 4 clips the support leaves (each pair of 3 among 4 equally often)
+    assert ep.query_mask.all()
+
+
+def test_group_policy_auto_explicit_and_opt_out():
+    labels = _labels([12, 9, 15, 10, 11, 8, 30])
+    groups = [f"g{i % 17}" for i in range(labels.size)]
+    auto = _episodes(labels, groups=groups)
+    on = _episodes(labels, {**BASE, "group_disjoint": True}, groups=groups)
+    off = _episodes(labels, {**BASE, "group_disjoint": False}, groups=groups)
+    plain = _episodes(labels, {**BASE, "group_disjoint": False})
+    assert auto.group_disjoint and auto.hash == on.hash
+    assert not off.group_disjoint and off.hash == plain.hash != auto.hash
+    assert not _episodes(labels).group_disjoint          # no groups: the policy is off
+    with pytest.raises(UsageError, match="defines no groups"):
+        _episodes(labels, {**BASE, "group_disjoint": True})
+    with pytest.raises(UsageError, match="group_disjoint"):
+        _episodes(labels, {**BASE, "group_disjoint": "yes"}, groups=groups)
+
+
+def test_group_disjoint_episodes_are_deterministic_and_block_independent_valid(monkeypatch):
+    import asc_bench.evaluation.episodes as mod
+    labels = _labels([20, 16, 24, 18, 20, 22])
+    groups = _speaker_groups(labels, 25)
+    a = _episodes(labels, groups=groups, spec_hash="s", fingerprint="f")
+    b = _episodes(labels, groups=list(groups), spec_hash="s", fingerprint="f")
+    assert a.hash == b.hash
+    monkeypatch.setattr(mod, "_BLOCK_ELEMENTS", 1)
+    small = _episodes(labels, groups=groups)
+    _check_structure(small, labels)
+    assert _leaks(small, groups) == 0
+
+
+def test_classes_that_cannot_be_group_disjoint_are_reported_before_sampling():
+    from asc_bench.evaluation.episodes import check_episode_classes
+    labels = _labels([10, 10, 10, 10])
+    names = ["one_rec", "two_recs", "many", "many2"]
+    groups = (["a"] * 10 + ["b"] * 5 + ["c"] * 5 + [f"m{i}" for i in range(10)]
+              + [f"n{i}" for i in range(10)])
+    params = {"n_way": 3, "k_shot": 1, "n_query": 5, "episodes": 50}
+    # one recording: nothing outside the support's; two of 5: 5 queries are left (ok)
+    with pytest.raises(AscBenchError, match=r"one_rec \(10 clips in 1 groups\).*group_disjoint: false"):
+        check_episode_classes(labels, None, params, classes=names, groups=groups)
+    with pytest.raises(AscBenchError, match="one_rec"):
+        sample_episodes(labels, None, params, 0, classes=names, groups=groups)
+    excl = {**params, "exclude_small_classes": True}
+    assert check_episode_classes(labels, None, excl, classes=names, groups=groups) == ["one_rec"]
+    ep = sample_episodes(labels, None, excl, 0, classes=names, groups=groups)
+    assert ep.excluded_classes == ["one_rec"] and 0 not in ep.classes
+    assert _leaks(ep, groups) == 0
+    # six queries: "two_recs" cannot either
+    assert check_episode_classes(labels, None, {**excl, "n_query": 6, "n_way": 2}, classes=names,
+                                 groups=groups) == ["one_rec", "two_recs"]
+    # without groups nothing is excluded
+    assert check_episode_classes(labels, None, excl, classes=names) == []
+
+
+def test_episode_without_a_valid_support_after_the_redraws_is_an_error(monkeypatch):
+    import asc_bench.evaluation.episodes as mod
+    labels = _labels([8, 12])
+    groups = [f"r{i // 2}" for i in range(8)] + [None] * 12
+    monkeypatch.setattr(mod, "MAX_SUPPORT_ROUNDS", 1)     # 24 of 56 supports are valid
+    with pytest.raises(AscBenchError, match="no group-disjoint support"):
+        sample_episodes(labels, None, {"n_way": 2, "k_shot": 3, "n_query": 3, "episodes": 50}, 0,
+                        groups=groups)
+
+
+def test_protocols_state_the_group_policy():
+    rng = np.random.default_rng(0)
+    labels = _labels([12] * 5)
+    groups = [f"rec{i // 3}" for i in range(labels.size)]
+    x = rng.standard_normal((labels.size, 8)).astype(np.float32)
+    data = EvalData(x, labels, [f"c{i}" for i in range(5)], [None] * labels.size,
+                    [{}] * labels.size, groups=groups)
+    params = {"n_way": 3, "k_shot": 1, "n_query": 3, "episodes": 20}
+    res = prototype.run(data, params, 0)
+    assert res.params["group_disjoint"] is True
+    units = prototype.episodes(data, params, 0)
+    assert len(units) == 20 and all(len(u["support"]) == 3 and len(u["query"]) == 9 for u in units)
+    assert prototype.run(data, {**params, "group_disjoint": False}, 0).params["group_disjoint"] is False
+    lres = logistic.run(data, {"k_shot": 2, "draws": 3}, 0)
+    assert lres.params["group_disjoint"] is True
+    draws = logistic.episodes(data, {"k_shot": 2, "draws": 3}, 0)
+    g = np.array(groups)
+    for u in draws:
+        assert not set(g[u["query"]]) & set(g[u["support"]])
+        assert len(u["support"]) == 10

@@ -50,9 +50,12 @@ def list_clips(manager: PluginManager, name: str, options: Mapping[str, Any], da
 def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
     """(listing fingerprint, files fingerprint), both sha256 hex, computed without reading audio.
 
-    The listing fingerprint covers (relative path, label, split) of every clip in order: it seeds the
-    episodes, so the same data gives the same episodes on every machine. The files fingerprint adds
-    each file's size and mtime: it keys the embedding cache, so an edited file invalidates it.
+    The listing fingerprint covers (relative path, label, split) of every clip in order, and the clip's
+    group where it has one: it seeds the episodes, and the group-disjoint sampler reads the groups, so
+    equal listing fingerprints mean equal episodes on every machine (a clip without a group hashes as
+    before groups existed). The files fingerprint covers (relative path, label, split) and each file's
+    size and mtime, not the group (embeddings do not depend on it): it keys the embedding cache, so an
+    edited file invalidates it.
     Paths are relative to the clips' common folder, so moving the dataset changes neither.
     """
     paths = [c.path for c in clips]
@@ -67,7 +70,8 @@ def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
 def _hash_rows(clips: Sequence[Clip], cut: int, listing: Any, files: Any) -> None:
     for clip in clips:
         row = f"{clip.path[cut:]}\0{clip.label}\0{clip.split}\n".encode()
-        listing.update(row)
+        group = clip.group
+        listing.update(row if group is None else row[:-1] + f"\0{group}\n".encode())
         try:
             st = os.stat(clip.path)
             stamp = f"{st.st_size}\0{st.st_mtime_ns}"

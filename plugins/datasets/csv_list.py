@@ -1,7 +1,8 @@
 """Any dataset described by a CSV file: one row per clip with a path, a label and optionally a split.
 
 Options: `file` (required; relative to the data root when one is given), `path_column` (default
-`path`), `label_column` (`label`), `split_column` (`split`; used when the header has it),
+`path`), `label_column` (`label`), `split_column` (`split`; used when the header has it), `group_column`
+(`group`; the clip's recording/source identity, used when the header has it; empty = no group),
 `delimiter` (default: TAB if the header has one, else `;` if it has one and no comma, else comma),
 `relative_to` (`root` or `file`: what relative audio paths are relative to; default the data root
 when one is given, else the CSV's folder). A header line is required. Other columns become extras.
@@ -16,7 +17,7 @@ from asc_bench_plugins.datasets import _layout as L
 
 NAME = "csv"
 SECTION = "CSV file lists"
-OPTIONS = ("file", "path_column", "label_column", "split_column", "delimiter", "relative_to")
+OPTIONS = ("file", "path_column", "label_column", "split_column", "group_column", "delimiter", "relative_to")
 
 
 def build(request: DatasetRequest) -> list[Clip]:
@@ -41,7 +42,7 @@ def build(request: DatasetRequest) -> list[Clip]:
         raise LayoutError(f"dataset '{NAME}': {file} is empty; it needs a header line and one row per clip")
     delimiter = opts.get("delimiter") or _sniff(lines[first])
     table = L.read_table(file, delimiter, NAME, SECTION, header=L.split_fields(lines[first], delimiter)[0].strip())
-    names = {k: str(opts.get(f"{k}_column", k)) for k in ("path", "label", "split")}
+    names = {k: str(opts.get(f"{k}_column", k)) for k in ("path", "label", "split", "group")}
     for key in ("path", "label"):
         if names[key] not in table.columns:
             raise LayoutError(f"dataset '{NAME}': {file}:{first + 1}: the header has no '{names[key]}' column "
@@ -52,7 +53,11 @@ def build(request: DatasetRequest) -> list[Clip]:
     if i_split is None and "split_column" in opts:
         raise LayoutError(f"dataset '{NAME}': {file} has no '{names['split']}' column (option split_column); "
                           f"header: {', '.join(table.columns)}")
-    used = {i_path, i_label, i_split}
+    i_group = table.columns.get(names["group"])
+    if i_group is None and "group_column" in opts:
+        raise LayoutError(f"dataset '{NAME}': {file} has no '{names['group']}' column (option group_column); "
+                          f"header: {', '.join(table.columns)}")
+    used = {i_path, i_label, i_split, i_group}
     extra_cols = [(n, i) for n, i in table.columns.items() if i not in used]
     width = len(table.columns)
     clips: list[Clip] = []
@@ -65,7 +70,9 @@ def build(request: DatasetRequest) -> list[Clip]:
             raise L.malformed(NAME, table.where(r), "empty path or label", SECTION)
         path = rel if os.path.isabs(rel) else os.path.normpath(os.path.join(base, rel))
         split = row[i_split].strip() or None if i_split is not None else None
-        clips.append(Clip(path=path, label=label, split=split, extra={n: row[i].strip() for n, i in extra_cols}))
+        group = row[i_group].strip() or None if i_group is not None else None
+        clips.append(Clip(path=path, label=label, split=split, extra={n: row[i].strip() for n, i in extra_cols},
+                          group=group))
     L.check_audio(NAME, [c.path for c in clips], file, SECTION)
     return clips
 

@@ -1,7 +1,9 @@
 """ESC-50 as unpacked from the GitHub archive: `ESC-50-master/{audio/, meta/esc50.csv}`.
 
 Labels are the `category` strings; `split` is `fold1`..`fold5` from the `fold` column (all fragments of
-one Freesound clip share a fold, so cross-validation must use these folds).
+one Freesound clip share a fold, so cross-validation must use these folds). `group` is the Freesound
+clip id (`src_file`, or the file name's second field when the column is missing): the fragments
+(takes) of one source recording share it.
 """
 from __future__ import annotations
 
@@ -37,7 +39,15 @@ def build(request: DatasetRequest) -> list[Clip]:
         if esc10_only and (i_esc10 is None or row[i_esc10].strip() != "True"):
             continue
         extra = {n: row[i].strip() for n, i in extra_cols if i < len(row)}
-        clips.append(Clip(path=audio + "/" + row[i_file].strip(), label=row[i_cat].strip(),
-                          split=f"fold{int(fold)}", extra=extra))
+        name = row[i_file].strip()
+        group = extra.get("src_file") or _src_of(name)
+        clips.append(Clip(path=audio + "/" + name, label=row[i_cat].strip(),
+                          split=f"fold{int(fold)}", extra=extra, group=group))
     L.check_audio(NAME, [c.path for c in clips], meta, SECTION)
     return L.sorted_clips(clips, base)
+
+
+def _src_of(name: str) -> str | None:
+    """`{fold}-{src_file}-{take}-{target}.wav` -> src_file (None for a name not in that form)."""
+    parts = name.rsplit(".", 1)[0].split("-")
+    return parts[1] if len(parts) == 4 and parts[1] else None

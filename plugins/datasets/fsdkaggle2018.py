@@ -4,7 +4,9 @@
 The Kaggle-era release (`audio_train/`, `audio_test/`, `train.csv`, `test_post_competition.csv`)
 is accepted too; in `test_post_competition.csv` the padding clips (`usage` Ignored, label None) are
 dropped. `split` is `train` / `test`. Extras: `manually_verified` ("1"/"0"; every test clip is
-verified), and `freesound_id`, `license`, `usage` where the CSV has them. Options: `splits`,
+verified), and `freesound_id`, `license`, `usage` where the CSV has them. `group` is the `freesound_id`
+(the Freesound upload a clip was cut from) where the CSV has it; the Kaggle-era `train.csv` has no such
+column, so its clips have no group. Options: `splits`,
 `verified_only` (keep manually verified clips only).
 """
 from __future__ import annotations
@@ -73,6 +75,7 @@ def _read_split(base: str, split: str, verified_only: bool) -> list[Clip]:
         name = row[i_file].strip()
         if not name.lower().endswith(".wav"):
             name += ".wav"
-        clips.append(Clip(path=os.path.join(audio, name), label=label, split=split, extra=extra))
+        clips.append(Clip(path=os.path.join(audio, name), label=label, split=split, extra=extra,
+                          group=extra.get("freesound_id") or None))
     L.check_audio(NAME, [c.path for c in clips], meta, SECTION)
     return clips

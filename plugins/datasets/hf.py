@@ -6,8 +6,9 @@ Audio held as bytes (parquet, and `save_to_disk`, which embeds the files) is wri
 `<cache_dir>/hf-audio/<sha256[:2]>/<sha256><ext>` (content-addressed, atomic), so `Clip.path` is a
 real file. Options: `path` (default: the data root; relative to it when one is given), `split`
 (default: every split, `Clip.split` = the split name), `label_column` (`label`; ClassLabel ints
-become their names), `audio_column` (`audio`). Rows without a label (None, or -1 in a ClassLabel)
-are left out.
+become their names), `audio_column` (`audio`), `group_column` (none by default: the column holding
+each clip's recording/source identity, e.g. a speaker or recording id). Rows without a label (None, or
+-1 in a ClassLabel) are left out.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from asc_bench_plugins.datasets import _layout as L
 
 NAME = "hf"
 SECTION = "Hugging Face datasets"
-OPTIONS = ("path", "split", "label_column", "audio_column")
+OPTIONS = ("path", "split", "label_column", "audio_column", "group_column")
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
 BATCH = 256
 
@@ -31,6 +32,7 @@ def build(request: DatasetRequest) -> list[Clip]:
     opts = L.check_options(request.options, OPTIONS, NAME)
     label_col = str(opts.get("label_column", "label"))
     audio_col = str(opts.get("audio_column", "audio"))
+    group_col = str(opts["group_column"]) if opts.get("group_column") else None
     split = opts.get("split")
     source = _source(request.root, opts.get("path"))
     splits = _load(source, split, request.cache_dir)
@@ -38,7 +40,7 @@ def build(request: DatasetRequest) -> list[Clip]:
     local_dir = source if os.path.isdir(source) else os.path.dirname(source) if os.path.exists(source) else None
     clips: list[Clip] = []
     for split_name, ds in splits:
-        clips.extend(_clips(ds, split_name, label_col, audio_col, store, local_dir, source))
+        clips.extend(_clips(ds, split_name, label_col, audio_col, store, local_dir, source, group_col))
     return clips
 
 
@@ -97,27 +99,37 @@ def _load(source: str, split: Any, cache_dir: Any) -> list[tuple[str, Any]]:
 
 
 def _clips(ds: Any, split: str, label_col: str, audio_col: str, store: str, local_dir: str | None,
-           source: str) -> list[Clip]:
+           source: str, group_col: str | None = None) -> list[Clip]:
     from datasets import Audio, ClassLabel
 
-    for col in (label_col, audio_col):
+    for col in (label_col, audio_col, *([group_col] if group_col else [])):
         if col not in ds.column_names:
             raise LayoutError(f"dataset '{NAME}': split '{split}' of {source} has no column '{col}' (columns: "
-                              f"{', '.join(ds.column_names)}); set option label_column / audio_column")
+                              f"{', '.join(ds.column_names)}); set option label_column / audio_column / "
+                              f"group_column")
     feature = ds.features[label_col]
     names = feature.names if isinstance(feature, ClassLabel) else None
-    ds = ds.cast_column(audio_col, Audio(decode=False)).select_columns([audio_col, label_col])
+    group_names = None
+    if group_col:
+        g_feature = ds.features[group_col]
+        group_names = g_feature.names if isinstance(g_feature, ClassLabel) else None
+    columns = [audio_col, label_col, *([group_col] if group_col else [])]
+    ds = ds.cast_column(audio_col, Audio(decode=False)).select_columns(columns)
     clips: list[Clip] = []
     files: list[str] = []
     row = 0
     for batch in ds.iter(batch_size=BATCH):
-        for audio, label in zip(batch[audio_col], batch[label_col]):
+        groups = batch[group_col] if group_col else [None] * len(batch[label_col])
+        for audio, label, group in zip(batch[audio_col], batch[label_col], groups):
             row += 1
             if label is None or (names is not None and label < 0):
                 continue
             path = _audio_file(audio, store, local_dir, f"{source} split '{split}' row {row - 1}")
             files.append(path)
-            clips.append(Clip(path=path, label=names[label] if names is not None else str(label), split=split))
+            if group is not None and group_names is not None:
+                group = group_names[group] if group >= 0 else None
+            clips.append(Clip(path=path, label=names[label] if names is not None else str(label), split=split,
+                              group=None if group is None or str(group) == "" else str(group)))
     L.check_audio(NAME, files, f"{source} (split '{split}')", SECTION)
     return clips
 

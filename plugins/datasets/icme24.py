@@ -5,7 +5,10 @@ baseline repository (comma, header `filename,scene_label`, CRLF, ids without `.w
 the unlabelled 80 %), or the APSIPA 2025 `APSIPA2025_GC_ASC_dev_metadata.csv` (BOM, extra columns
 `location`, `record_time`). Whether the Zenodo zip ships the CSV is unverified, so it is looked for
 next to the audio folder, inside it, and in a `data/` folder, or given with option `labels`.
-There is no official split: `split` is None.
+There is no official split: `split` is None. `group`: the recording session `{location} {record_time}`
+where the APSIPA metadata gives both (clips with the same city and start time); the baseline CSV carries
+no recording identity, so there `group` is None (the `_1`/`_2` suffix of the ids is not documented as a
+recording id and is not used).
 """
 from __future__ import annotations
 
@@ -56,7 +59,9 @@ def _clips(root_in: object, labelled: bool, labels: str | None) -> list[Clip]:
         if not name.lower().endswith(".wav"):
             name += ".wav"
         extra = {n: row[i].strip() for n, i in extra_cols if i < len(row)}
-        clips.append(Clip(path=os.path.join(audio, name), label=label, split=None, extra=extra))
+        session = (extra.get("location"), extra.get("record_time"))
+        group = f"{session[0]} {session[1]}" if all(session) else None
+        clips.append(Clip(path=os.path.join(audio, name), label=label, split=None, extra=extra, group=group))
     L.check_audio(NAME, [c.path for c in clips], meta, SECTION)
     return L.sorted_clips(clips, audio)
 

@@ -3,12 +3,15 @@
 Option `label`: `family` (default, `instrument_family_str`), `instrument` (`instrument_str`) or `source`
 (`instrument_source_str`). Option `splits`: which folders to read (default all three; the train
 folder alone holds 289k notes). `split` is `train` / `valid` / `test`. Extras: instrument, family,
-source, pitch, velocity (strings).
+source, pitch, velocity (strings). `group` is the instrument (`instrument_str`: every note of one
+instrument is recorded from the same source) with `label: family` or `source`; with `label:
+instrument` the class is the instrument itself, so there is no finer identity and `group` is None.
 """
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 from asc_bench.api import Clip, DatasetRequest, LayoutError
 
@@ -33,6 +36,8 @@ def build(request: DatasetRequest) -> list[Clip]:
     for split in splits:
         folder = _split_folder(root, split)
         clips.extend(_read_split(folder, split, label_key))
+    if label_key != LABEL_KEYS["instrument"]:
+        clips = [replace(c, group=c.extra.get("instrument")) for c in clips]
     return L.sorted_clips(clips, root)
 
 

@@ -4,6 +4,7 @@
 The label is the word folder's name (35 words). `split` is `validation` / `testing` when the official
 list names the file, else `train`. `_background_noise_` (long noise recordings) is left out.
 Option `splits` picks a subset, e.g. `[testing]`. Extras: `speaker` (the hash), `utterance` (n).
+`group` is the speaker (one speaker records many words: the group spans classes).
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def build(request: DatasetRequest) -> list[Clip]:
                 continue
             speaker, _, n = name[:-4].partition("_nohash_")
             clips.append(Clip(path=os.path.join(folder, name), label=word, split=split,
-                              extra={"speaker": speaker, "utterance": n}))
+                              extra={"speaker": speaker, "utterance": n}, group=speaker or None))
     # Files named by the official lists must exist (a partly unpacked archive would shift the splits).
     listed = [os.path.join(base, *rel.split("/")) for rel, s in split_of.items() if s in splits]
     L.check_audio(NAME, listed, " and ".join(os.path.join(base, f) for f in LISTS.values()), SECTION, index)

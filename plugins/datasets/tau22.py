@@ -4,7 +4,8 @@
 `meta.csv` (TAB, header `filename scene_label identifier source_label`) gives label, location and
 device; the official split is `evaluation_setup/fold1_train.csv` / `fold1_evaluate.csv` (TAB, header
 `filename scene_label`). Clips in neither list (the extra S4-S6 material) are left out.
-Extras: `device` (a, b, c, s1..s6), `city`, `identifier` (`{city}-{location}`).
+Extras: `device` (a, b, c, s1..s6), `city`, `identifier` (`{city}-{location}`). `group` is the
+identifier (the recording location: its segments, from every device, share it; None if unknown).
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def build(request: DatasetRequest) -> list[Clip]:
                     raise L.malformed(NAME, table.where(r), f"{rel!r} is in neither meta.csv nor labelled "
                                       f"here", SECTION)
                 info = (label, _extra(identifier, device))
-            clips.append(Clip(path=L.join(base, rel), label=info[0], split=split, extra=info[1]))
+            clips.append(Clip(path=L.join(base, rel), label=info[0], split=split, extra=info[1],
+                              group=info[1]["identifier"] or None))
     L.check_audio(NAME, [c.path for c in clips], " and ".join(listed_in), SECTION)
     return L.sorted_clips(clips, base)
 

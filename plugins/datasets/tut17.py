@@ -3,7 +3,8 @@ evaluation_setup/fold{1..4}_{train,evaluate,test}.txt}`.
 
 `meta.txt` (TAB, no header): `audio/<file>  <scene_label>  <location>`. A clip's `split` is the fold
 whose `fold{N}_evaluate.txt` lists it (`fold1`..`fold4`), so fold N's test set is `split == foldN` and
-its training set the other folds. Extras: `location` (segments of one location share a fold).
+its training set the other folds. Extras: `location` (segments of one location share a fold); `group` is the location too (the segments
+of one recording share it).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def build(request: DatasetRequest) -> list[Clip]:
         # dcase_util's identifier rule: the location is the file name up to the first '_'.
         location = row[2].strip() if len(row) > 2 and row[2].strip() else name.split("_", 1)[0]
         clips.append(Clip(path=L.join(base, rel), label=label, split=fold_of.get(name),
-                          extra={"location": location}))
+                          extra={"location": location}, group=location))
     L.check_audio(NAME, [c.path for c in clips], meta, SECTION)
     return L.sorted_clips(clips, base)
 

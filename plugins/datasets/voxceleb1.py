@@ -1,7 +1,8 @@
 """VoxCeleb1 identification: `wav/<speaker>/<youtube>/<utt>.wav` plus `iden_split.txt`
 (`<set> <speaker>/<youtube>/<utt>.wav`, space separated; 1 train, 2 validation, 3 test).
 
-The label is the speaker id; extras `speaker` and `youtube`. The audio folder may be `wav/` (dev and
+The label is the speaker id; extras `speaker` and `youtube`; `group` is the YouTube video id (the
+utterances of one video share the recording session). The audio folder may be `wav/` (dev and
 test zips unpacked together, as they are meant to be) or `vox1_dev_wav/wav` and `vox1_test_wav/wav`
 unpacked apart. Options: `splits` (subset of train/validation/test), `speaker_set`: `all` (default) or
 `veri_test` (only the 40 speakers of the verification test list `veri_test.txt`/`veri_test2.txt`, i.e.
@@ -55,7 +56,7 @@ def build(request: DatasetRequest) -> list[Clip]:
             continue
         base = base_of.get(speaker, bases[0])
         clips.append(Clip(path=os.path.join(base, speaker, youtube, utt), label=speaker, split=split,
-                          extra={"speaker": speaker, "youtube": youtube}))
+                          extra={"speaker": speaker, "youtube": youtube}, group=youtube))
     L.check_audio(NAME, [c.path for c in clips], split_file, SECTION, index)
     return L.sorted_clips(clips, root)
 

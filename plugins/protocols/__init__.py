@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from asc_bench import hookimpl
 from asc_bench_plugins.protocols import knn, linear_probe, logistic, prototype
+from asc_bench_plugins.protocols.folds import fold_units
 
 
 @hookimpl
 def register_protocols(register):
-    register("fewshot-prototype", prototype.run,
+    register("fewshot-prototype", prototype.run, episodes=prototype.episodes,
              description="N-way K-shot episodes, nearest-centroid (squared Euclidean), "
                          "per-episode accuracy")
-    register("fewshot-logistic", logistic.run,
+    register("fewshot-logistic", logistic.run, episodes=logistic.episodes,
              description="K clips per class, L2-normalised logistic regression, rest as queries, "
                          "repeated over draws")
-    register("linear-probe", linear_probe.run,
+    register("linear-probe", linear_probe.run, episodes=fold_units,
              description="standardised logistic regression per official fold, C by inner CV")
-    register("knn", knn.run,
+    register("knn", knn.run, episodes=fold_units,
              description="weighted k-NN on cosine similarity per official fold")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -78,3 +78,11 @@ def make_folds(splits: Sequence[str | None], folds: Any = "official") -> Folds:
         train.append(tr_rows)
         test.append(te_rows)
     return Folds(names, train, test, layout)
+
+
+def fold_units(data: Any, params: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
+    """[{"train": rows, "test": rows, "test_splits": name}] per fold (the protocols' `episodes`
+    hook: the folds linear-probe and knn score, from `params["folds"]`; no embeddings)."""
+    f = make_folds(data.splits, params.get("folds", "official"))
+    return [{"train": tr.tolist(), "test": te.tolist(), "test_splits": name}
+            for name, tr, te in zip(f.names, f.train, f.test)]

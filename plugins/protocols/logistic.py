@@ -12,7 +12,9 @@ draws would repeat clips, and McNemar assumes independent clips; the first draw 
 any other and is the same for every encoder (same episode hash).
 
 Params: k_shot, draws (default 10), C (default 1.0), query ("rest" only), class_pool,
-exclude_small_classes (default false), max_iter (default 1000).
+exclude_small_classes (default false), max_iter (default 1000), group_disjoint (default: on when the
+dataset defines groups: a draw's test clips exclude every clip from a group, i.e. recording/source,
+of its training clips; `false` opts out; the result's params state the policy).
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from asc_bench.api import EvalData, ProtocolResult, UsageError
-from asc_bench.evaluation.episodes import EpisodeParams, sample_episodes
+from asc_bench.evaluation.episodes import EpisodeParams, Episodes, sample_episodes
 
-_KNOWN = {"k_shot", "draws", "C", "query", "class_pool", "exclude_small_classes", "max_iter"}
+_KNOWN = {"k_shot", "draws", "C", "query", "class_pool", "exclude_small_classes", "max_iter",
+          "group_disjoint"}
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -44,31 +47,51 @@ def _positive_float(value: Any, key: str) -> float:
     return v
 
 
-def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
-    """The `fewshot-logistic` protocol (see the module docstring)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+def sample_draws(data: EvalData, params: Mapping[str, Any], seed: int
+                 ) -> tuple[EpisodeParams, Episodes]:
+    """The draws: `n_way: all`, `n_query: rest` episodes (group-disjoint where groups exist)."""
+    ep_params = EpisodeParams.from_params({
+        "n_way": "all", "k_shot": params.get("k_shot"), "n_query": "rest",
+        "episodes": params.get("draws", 10), "class_pool": params.get("class_pool"),
+        "exclude_small_classes": params.get("exclude_small_classes", False),
+        "group_disjoint": params.get("group_disjoint")})
+    ep = sample_episodes(data.labels, data.splits, ep_params, seed, classes=data.classes,
+                         spec_hash=str(params.get("_spec_hash", "")),
+                         fingerprint=str(params.get("_fingerprint", "")), groups=data.groups)
+    return ep_params, ep
 
+
+def episodes(data: EvalData, params: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
+    """The draws `run` scores, without embeddings: training ("support") and test ("query") rows."""
+    _check_params(params)
+    from asc_bench_plugins.protocols.prototype import episode_units
+
+    return episode_units(sample_draws(data, params, seed)[1])
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
     unknown = sorted(k for k in params if not k.startswith("_") and k not in _KNOWN)
     if unknown:
         raise UsageError(f"fewshot-logistic does not know params {unknown}; known: "
                          f"{sorted(_KNOWN)}")
     if params.get("query", "rest") != "rest":
         raise UsageError("fewshot-logistic only supports query: rest")
+
+
+def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
+    """The `fewshot-logistic` protocol (see the module docstring)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    _check_params(params)
     c_value = _positive_float(params.get("C", 1.0), "C")
     max_iter = int(params.get("max_iter", 1000))
-    ep_params = EpisodeParams.from_params({
-        "n_way": "all", "k_shot": params.get("k_shot"), "n_query": "rest",
-        "episodes": params.get("draws", 10), "class_pool": params.get("class_pool"),
-        "exclude_small_classes": params.get("exclude_small_classes", False)})
-    ep = sample_episodes(data.labels, data.splits, ep_params, seed, classes=data.classes,
-                         spec_hash=str(params.get("_spec_hash", "")),
-                         fingerprint=str(params.get("_fingerprint", "")))
+    ep_params, ep = sample_draws(data, params, seed)
     x = l2_normalise(data.embeddings)
     y = np.asarray(data.labels, dtype=np.int64)
     scores = np.empty(ep.n_episodes, dtype=np.float64)
     predictions = None
-    notes = [n for n in ep.notes if n.startswith("excluded")]
+    notes = [n for n in ep.notes if n.startswith(("excluded", "group-disjoint"))]
     n_unconverged = 0
     for d in range(ep.n_episodes):
         train = ep.support_idx[d].reshape(-1)
@@ -91,6 +114,7 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     notes.append("predictions: per-clip correctness of the first draw only")
     effective = {"k_shot": ep_params.k_shot, "draws": ep_params.episodes, "C": c_value,
                  "query": "rest", "class_pool": ep_params.canonical()["class_pool"],
-                 "exclude_small_classes": ep_params.exclude_small_classes, "max_iter": max_iter}
+                 "exclude_small_classes": ep_params.exclude_small_classes, "max_iter": max_iter,
+                 "group_disjoint": ep.group_disjoint}
     return ProtocolResult(scores=scores, episode_hash=ep.hash, unit="episode", metric="accuracy",
                           params=effective, predictions=predictions, notes=notes)

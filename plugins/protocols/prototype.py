@@ -20,7 +20,9 @@ episodes; see `choose_method`) or not fit (> GRAM_MAX_CLIPS clips), each chunk i
 prototypes and query rows explicitly (same decision rule, batched matmul, float64).
 
 Params (task schema): n_way, k_shot, n_query, episodes, class_pool, support_split, query_split,
-exclude_small_classes. The core also passes `_spec_hash` and `_fingerprint` (task spec hash and
+exclude_small_classes, group_disjoint (default: on when the dataset defines groups, `Clip.group`:
+no query shares a recording/source with a support clip of its episode; `false` opts out, and the
+result's params state the policy used). The core also passes `_spec_hash` and `_fingerprint` (task spec hash and
 dataset fingerprint); they only seed the sampler (see asc_bench.evaluation.episodes) so that the same task and
 seed give the same episodes for every encoder.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -163,8 +166,7 @@ def prototype_accuracy(embeddings: np.ndarray, ep: Episodes, *, method: str = "a
     return correct.sum(axis=1) / ep.query_mask.sum(axis=1)
 
 
-def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
-    """The `fewshot-prototype` protocol (see the module docstring)."""
+def _sample(data: EvalData, params: Mapping[str, Any], seed: int) -> tuple[EpisodeParams, Episodes]:
     unknown = sorted(k for k in params if not str(k).startswith("_") and k not in SAMPLING_KEYS)
     if unknown:
         raise UsageError(f"fewshot-prototype does not know params {unknown}; known: "
@@ -172,8 +174,27 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     p = EpisodeParams.from_params(params)
     ep = sample_episodes(data.labels, data.splits, p, seed, classes=data.classes,
                          spec_hash=str(params.get("_spec_hash", "")),
-                         fingerprint=str(params.get("_fingerprint", "")))
+                         fingerprint=str(params.get("_fingerprint", "")), groups=data.groups)
+    return replace(p, group_disjoint=ep.group_disjoint), ep
+
+
+def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
+    """The `fewshot-prototype` protocol (see the module docstring)."""
+    p, ep = _sample(data, params, seed)
     scores = prototype_accuracy(data.embeddings, ep)   # vectorised: milliseconds, one report suffices
     data.report(ep.n_episodes, ep.n_episodes)
     return ProtocolResult(scores=scores, episode_hash=ep.hash, unit="episode", metric="accuracy",
                           params=p.canonical(), predictions=None, notes=list(ep.notes))
+
+
+def episodes(data: EvalData, params: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
+    """The episodes `run` scores, without embeddings: support and real queries as clip rows."""
+    _, ep = _sample(data, params, seed)
+    return episode_units(ep)
+
+
+def episode_units(ep: Episodes) -> list[dict[str, Any]]:
+    """[{"support": rows (way-major), "query": real query rows (way-major)}] per episode."""
+    sup = ep.support_idx.reshape(ep.n_episodes, -1).tolist()
+    return [{"support": s, "query": ep.query_idx[i][ep.query_mask[i]].tolist()}
+            for i, s in enumerate(sup)]
