@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import AscBenchError, EvalData, ProtocolResult, UsageError
+from asc_bench.api import AscBenchError, EpisodeOutcome, EvalData, ProtocolResult, UsageError
 from asc_bench.evaluation.episodes import SAMPLING_KEYS, EpisodeParams, Episodes, sample_episodes
 
 GRAM_MAX_CLIPS = 16384                 # 16384^2 float32 = 1 GiB
@@ -155,11 +155,17 @@ def prototype_predictions(embeddings: np.ndarray, ep: Episodes, *, method: str =
     raise AscBenchError(f"unknown prototype scoring method {method!r}")
 
 
+def prototype_correct(embeddings: np.ndarray, ep: Episodes, *, method: str = "auto",
+                      threads: int | None = None) -> np.ndarray:
+    """Per-query correctness [E, N*Q] bool (False at padded columns)."""
+    pred = prototype_predictions(embeddings, ep, method=method, threads=threads)
+    return (pred == ep.query_way[None, :]) & ep.query_mask
+
+
 def prototype_accuracy(embeddings: np.ndarray, ep: Episodes, *, method: str = "auto",
                        threads: int | None = None) -> np.ndarray:
     """Per-episode accuracy [E] float64 over the episode's real queries."""
-    pred = prototype_predictions(embeddings, ep, method=method, threads=threads)
-    correct = (pred == ep.query_way[None, :]) & ep.query_mask
+    correct = prototype_correct(embeddings, ep, method=method, threads=threads)
     return correct.sum(axis=1) / ep.query_mask.sum(axis=1)
 
 
@@ -173,7 +179,11 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     ep = sample_episodes(data.labels, data.splits, p, seed, classes=data.classes,
                          spec_hash=str(params.get("_spec_hash", "")),
                          fingerprint=str(params.get("_fingerprint", "")))
-    scores = prototype_accuracy(data.embeddings, ep)   # vectorised: milliseconds, one report suffices
+    correct = prototype_correct(data.embeddings, ep)   # vectorised: milliseconds, one report suffices
+    scores = correct.sum(axis=1) / ep.query_mask.sum(axis=1)
     data.report(ep.n_episodes, ep.n_episodes)
+    outcome = EpisodeOutcome(support=ep.support_idx.reshape(ep.n_episodes, -1),
+                             query=np.where(ep.query_mask, ep.query_idx, -1), correct=correct)
     return ProtocolResult(scores=scores, episode_hash=ep.hash, unit="episode", metric="accuracy",
-                          params=p.canonical(), predictions=None, notes=list(ep.notes))
+                          params=p.canonical(), predictions=None, notes=list(ep.notes),
+                          outcome=outcome)
