@@ -192,29 +192,29 @@ def test_compare_statistics_equal_scipy(records):
         ref_w = sps.wilcoxon(d, zero_method="wilcox", correction=False,
                              method=stats.wilcoxon_method(d)).pvalue
         assert pair.p_wilcoxon == pytest.approx(ref_w, abs=1e-12)
-        ca = np.array(col["alpha"]["predictions"]["correct"])
-        cb = np.array(col[enc]["predictions"]["correct"])
-        n01, n10 = int(np.sum(cb & ~ca)), int(np.sum(~cb & ca))
-        assert pair.mcnemar.p_value == pytest.approx(sps.binomtest(n01, n01 + n10).pvalue,
-                                                     abs=1e-12)
+        # episodes: McNemar is never run on predictions of one draw/episode set
+        assert pair.mcnemar is None and pair.primary_test == "paired-t"
+        assert pair.p_primary == pair.p_t
+        bs = stats.paired_bootstrap_ci(b, a)
+        assert [(iv.kind, iv.low, iv.high) for iv in pair.intervals][1] == (
+            "bootstrap", bs.low, bs.high)
         p_t.append(ref_t)
         p_w.append(ref_w)
-    np.testing.assert_allclose([p.p_t_holm for p in cmp.pairs],
+    np.testing.assert_allclose([p.p_primary_holm for p in cmp.pairs],
                                multipletests(p_t, method="holm")[1], atol=1e-12)
-    np.testing.assert_allclose([p.p_wilcoxon_holm for p in cmp.pairs],
-                               multipletests(p_w, method="holm")[1], atol=1e-12)
-    assert "significantly worse" in cmp.pairs[1].verdict
+    assert "significantly worse" in cmp.pairs[1].verdict and cmp.pairs[1].decision == "worse"
     text = cmp.dumps()
     assert json.loads(text)["pairs"][0]["encoder"] == "beta"
     plain = format_comparison(cmp)
-    assert "gamma - alpha" in plain and "McNemar" in plain and "significantly worse" in plain
+    assert "gamma - alpha" in plain and "bootstrap" in plain and "significantly worse" in plain
+    assert "exact McNemar" not in plain and any("McNemar is shown only" in n for n in cmp.notes)
 
 
 def test_compare_all_pairs_and_param_filter(records):
     cmp = compare_records(records, "esc50-5w1s", ["alpha", "beta", "gamma"], all_pairs=True)
     assert [(p.encoder, p.reference) for p in cmp.pairs] == [
         ("beta", "alpha"), ("gamma", "alpha"), ("gamma", "beta")]
-    np.testing.assert_allclose([p.p_t_holm for p in cmp.pairs],
+    np.testing.assert_allclose([p.p_primary_holm for p in cmp.pairs],
                                multipletests([p.p_t for p in cmp.pairs], method="holm")[1],
                                atol=1e-12)
     with pytest.raises(AscBenchError, match="k_shot"):
@@ -248,12 +248,13 @@ def test_compare_without_common_seed_explains(records):
 def test_compare_n1_and_identical_scores():
     recs = [make_record("t", "a", [0.5], unit="fold"), make_record("t", "b", [0.6], unit="fold")]
     cmp = compare_records(recs, "t", ["a", "b"])
-    assert math.isnan(cmp.pairs[0].p_t) and "not testable" in cmp.pairs[0].verdict
+    assert math.isnan(cmp.pairs[0].p_t) and "cannot test" in cmp.pairs[0].verdict
     assert "(n=1)" in format_comparison(cmp)
     assert json.loads(cmp.dumps())["pairs"][0]["p_t"] is None
     same = [make_record("t", "a", [0.5, 0.7]), make_record("t", "b", [0.5, 0.7])]
     pair = compare_records(same, "t", ["a", "b"]).pairs[0]
-    assert pair.p_t == 1.0 and pair.p_wilcoxon == 1.0 and "no significant" in pair.verdict
+    assert math.isnan(pair.p_primary) and pair.p_wilcoxon == 1.0
+    assert pair.decision == "cannot test" and "no variance: cannot test" in pair.verdict
 
 
 # ----------------------------------------------------------------------------------------- plots
