@@ -366,9 +366,15 @@ def _p(value: float) -> str:
 @click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default leaderboard/results).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="leaderboard/README.md", show_default=True)
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Also write PNG plots here.")
+@click.option("--interval", type=click.Choice(["class", "episode"]), default="class", show_default=True,
+              help="Interval printed in the cells: class-level jackknife (where records have it) or episode/fold CI.")
+@click.option("--margin", type=click.FloatRange(0, min_open=True),
+              help="Equivalence margin in points: ≡ marks entries equivalent to the best within ±X (TOST).")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @_guard
-def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None) -> None:
-    """Markdown tables (mean ± CI, best in bold, † = not significantly worse than the best) from records."""
+def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None, interval: str,
+                    margin: float | None, alpha: float) -> None:
+    """Markdown tables (mean ± one declared interval, best in bold, † = not separable from the best at α) from records."""
     from asc_bench.atomic import atomic_write_bytes
     from asc_bench.evaluation.leaderboard import render_leaderboard, write_plots
     from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, load_records
@@ -376,7 +382,8 @@ def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | Non
     records = load_records(results_dir or DEFAULT_RESULTS_DIR)
     if not records:
         raise UsageError(f"no result records in {results_dir or DEFAULT_RESULTS_DIR}; run `asc-bench run` first")
-    atomic_write_bytes(out_path, render_leaderboard(records).encode("utf-8"))
+    text = render_leaderboard(records, alpha, interval=interval, margin=None if margin is None else margin / 100.0)
+    atomic_write_bytes(out_path, text.encode("utf-8"))
     out.print(f"wrote {out_path} from {len(records)} records", highlight=False)
     if plots_dir:
         for path in write_plots(records, plots_dir):
