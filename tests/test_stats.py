@@ -329,3 +329,25 @@ def test_jackknife_ci_of_the_mean_is_the_t_interval():
     lo, hi = sps.t.interval(0.95, 11, loc=x.mean(), scale=sps.sem(x))
     assert (jk.low, jk.high) == pytest.approx((lo, hi), abs=1e-12)
     assert math.isnan(stats.jackknife_ci(0.5, [0.5]).half_width)
+
+
+def test_record_intervals_name_methods_and_add_groups_where_clips_have_them():
+    labels, support, query, correct = _episodes(2)
+    acc = correct.sum(1) / (query >= 0).sum(1)
+    outcome = type("O", (), {"support": support, "query": query, "correct": correct})()
+    groups = [f"rec{i // 3}" if i % 7 else None for i in range(labels.size)]
+    iv = stats.record_intervals(acc, "episode", outcome, labels,
+                                [f"c{i}" for i in range(8)], groups)
+    assert set(iv) == {"episode", "class", "group"}
+    for kind in iv:
+        assert {"method", "covers", "conditions_on", "low", "high", "half_width"} <= set(iv[kind])
+    assert iv["episode"]["half_width"] == pytest.approx(stats.mean_ci(acc).half_width)
+    # a clip without a group is its own group: 20 shared recordings + the ungrouped clips
+    n_groups = len({g for g in groups if g}) + sum(g is None for g in groups)
+    involved = set(np.r_[support.ravel(), query[query >= 0]].tolist())
+    assert iv["group"]["n_units"] == len({groups[i] or f"clip:{i}" for i in involved}) <= n_groups
+    assert set(iv["class"]["loo"]) <= {f"c{i}" for i in range(8)}
+    assert stats.record_intervals(acc, "episode", outcome, labels, [f"c{i}" for i in range(8)],
+                                  [None] * labels.size).keys() == {"episode", "class"}
+    folds = stats.record_intervals(np.array([0.7, 0.8, 0.75]), "fold", None, labels, [], None)
+    assert set(folds) == {"fold"} and "too narrow" in folds["fold"]["method"]
