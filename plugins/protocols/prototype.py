@@ -23,6 +23,9 @@ Params (task schema): n_way, k_shot, n_query, episodes, class_pool, support_spli
 exclude_small_classes. The core also passes `_spec_hash` and `_fingerprint` (task spec hash and
 dataset fingerprint); they only seed the sampler (see asc_bench.evaluation.episodes) so that the same task and
 seed give the same episodes for every encoder.
+
+Output: per-episode scores, and an EpisodeOutcome (support rows, query rows with -1 padding,
+per-query correctness) from which the runner computes the class- and group-level intervals.
 """
 from __future__ import annotations
 
