@@ -114,13 +114,34 @@ class EvalData:
 
 
 @dataclass
+class EpisodeOutcome:
+    """Who was in each episode/draw and which queries were right (few-shot protocols).
+
+    `support` [E, ...] clip rows of each episode's support (flattened per episode), `query`
+    [E, Q] clip rows of its queries with -1 as padding, `correct` [E, Q] bool (False at padding).
+    Row e's score must equal the accuracy over its real queries. The runner turns these into the
+    class-level (clip labels) and group-level (clip groups) intervals of the record; they are not
+    stored themselves.
+    """
+
+    support: np.ndarray
+    query: np.ndarray
+    correct: np.ndarray
+
+
+@dataclass
 class ProtocolResult:
     """What a protocol returns.
 
     `scores` are the per-episode (or per-fold) scores the CI and paired tests are computed from.
     `episode_hash` is a sha256 over the sampled index arrays: two results pair only when it matches.
     `predictions` (optional) holds per-clip correctness for McNemar-style tests: a dict with
-    `index` (int array of clip rows) and `correct` (bool array).
+    `index` (int array of clip rows) and `correct` (bool array). Give it only when every clip is
+    predicted once (e.g. official test folds): McNemar assumes independent clips.
+    `outcome` (optional, few-shot protocols): per-episode members and correctness, for the
+    class- and group-level intervals (see EpisodeOutcome).
+    `fold_sizes` (optional, fold protocols): {"n_train": [...], "n_test": [...]} clips per fold,
+    for the Nadeau-Bengio corrected t-test.
     """
 
     scores: np.ndarray
@@ -130,6 +151,8 @@ class ProtocolResult:
     params: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    outcome: EpisodeOutcome | None = None
+    fold_sizes: dict[str, list[int]] | None = None
 
 
 class ProtocolFn(Protocol):

@@ -284,39 +284,81 @@ def extract_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bo
 
 # ------------------------------------------------------------------------------------------ compare
 @cli.command("compare")
-@click.option("--task", required=True, help="Task name whose stored records to compare.")
+@click.option("--task", "tasks", required=True, multiple=True,
+              help="Task whose stored records to compare (repeatable: Holm runs over every comparison of the call).")
 @click.argument("encoders", nargs=-1, required=True)
 @click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default leaderboard/results).")
 @click.option("--seed", type=int, help="Seed of the records to pair (default: the latest common one).")
 @click.option("--all-pairs", is_flag=True, help="Test every pair, not only each encoder against the first.")
 @click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--margin", type=click.FloatRange(0, min_open=True),
+              help="Equivalence margin in points (accuracy %): adds a TOST test that can say 'equivalent within ±X points'.")
 @click.option("--json", "as_json", is_flag=True)
 @_guard
-def compare_cmd(task: str, encoders: tuple[str, ...], results_dir: str | None, seed: int | None, all_pairs: bool,
-                alpha: float, as_json: bool) -> None:
-    """Paired tests between encoders on identical episodes, from stored records."""
-    from asc_bench.evaluation.compare import compare_records
+def compare_cmd(tasks: tuple[str, ...], encoders: tuple[str, ...], results_dir: str | None, seed: int | None,
+                all_pairs: bool, alpha: float, margin: float | None, as_json: bool) -> None:
+    """Paired tests between encoders on identical episodes, from stored records (docs/statistics.md)."""
+    from asc_bench.evaluation.compare import compare_family
     from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, load_records
 
     if len(encoders) < 2:
         raise UsageError("compare needs at least two encoders")
     records = load_records(results_dir or DEFAULT_RESULTS_DIR)
-    cmp = compare_records(records, task, list(encoders), seed=seed, alpha=alpha, all_pairs=all_pairs)
+    # margins are given in points for accuracy; the first task's metric decides after loading
+    cmps = compare_family(records, list(tasks), list(encoders), seed=seed, alpha=alpha, all_pairs=all_pairs,
+                          margin=None if margin is None else margin / 100.0)
+    if any(c.metric != "accuracy" for c in cmps) and margin is not None:
+        raise UsageError("--margin is in accuracy points; a task here reports another metric")
     if as_json:
-        click.echo(cmp.dumps())
+        if len(cmps) == 1:
+            click.echo(cmps[0].dumps())
+        else:
+            click.echo(json.dumps({"comparisons": [c.to_json() for c in cmps]}, indent=2, sort_keys=True,
+                                  allow_nan=False))
         return
-    scale = 100.0 if cmp.metric == "accuracy" else 1.0
-    table = Table(title=f"{task}: seed {cmp.seed}, {cmp.summaries[cmp.encoders[0]]['n']} {cmp.unit}s, "
-                        f"episode hash {cmp.episode_hash[:12]}")
-    for col in ("encoder", "vs", "mean diff", "95% CI", "p (t)", "p (Wilcoxon)", "Holm p (t)", "McNemar p", "verdict"):
-        table.add_column(col)
-    for p in cmp.pairs:
-        table.add_row(p.encoder, p.reference, f"{p.mean_diff * scale:+.2f}",
-                      f"[{p.ci_low * scale:+.2f}, {p.ci_high * scale:+.2f}]", f"{p.p_t:.3g}", f"{p.p_wilcoxon:.3g}",
-                      f"{p.p_t_holm:.3g}", f"{p.mcnemar.p_value:.3g}" if p.mcnemar else "-", p.verdict)
-    out.print(table)
-    for note in cmp.notes:
-        out.print(f"note: {note}", highlight=False)
+    for cmp in cmps:
+        scale = 100.0 if cmp.metric == "accuracy" else 1.0
+        table = Table(title=f"{cmp.task}: seed {cmp.seed}, {cmp.summaries[cmp.encoders[0]]['n']} {cmp.unit}s, "
+                            f"episode hash {cmp.episode_hash[:12]}")
+        kinds = sorted({iv.kind for p in cmp.pairs for iv in p.intervals},
+                       key=["episode", "fold", "bootstrap", "class", "group"].index)
+        cols = ["encoder", "vs", "mean diff"] + [f"95% {k} CI" for k in kinds] + [
+            "primary p", "Holm p", "Wilcoxon p*", "McNemar p*", "verdict"] + (
+            [f"±{margin:g} pts"] if margin is not None else [])
+        for col in cols:
+            table.add_column(col)
+        for p in cmp.pairs:
+            by_kind = {iv.kind: iv for iv in p.intervals}
+            ivs = [f"[{by_kind[k].low * scale:+.2f}, {by_kind[k].high * scale:+.2f}]"
+                   if k in by_kind and by_kind[k].low == by_kind[k].low else "-" for k in kinds]
+            equiv = ([] if margin is None else
+                     ["cannot test" if p.equivalent is None else "equivalent" if p.equivalent else "not shown"])
+            table.add_row(p.encoder, p.reference, f"{p.mean_diff * scale:+.2f}", *ivs, _p(p.p_primary),
+                          _p(p.p_primary_holm), _p(p.p_wilcoxon), _p(p.mcnemar.p_value) if p.mcnemar else "-",
+                          p.decision, *equiv)
+        out.print(table)
+        tests = sorted({p.primary_test for p in cmp.pairs})
+        out.print(f"primary test: {'; '.join(tests)}; * secondary, unadjusted", highlight=False)
+        seen = {}
+        for p in cmp.pairs:
+            for iv in p.intervals:
+                seen.setdefault(iv.kind, iv)
+        for k in kinds:
+            iv = seen[k]
+            out.print(f"{k} CI: {iv.method}; covers {iv.covers}; conditions on {iv.conditions_on}",
+                      highlight=False)
+        for p in cmp.pairs:
+            out.print(f"{p.encoder} - {p.reference}: {p.verdict}" + (f"; {p.equivalence}" if p.equivalence else ""),
+                      highlight=False)
+        for note in cmp.notes:
+            out.print(f"note: {note}", highlight=False)
+
+
+def _p(value: float) -> str:
+    """A p-value for a table: '-' when untestable, '<1e-300' when it underflows."""
+    if value != value:
+        return "-"
+    return "<1e-300" if value == 0 else f"{value:.3g}"
 
 
 # ------------------------------------------------------------------------------------------ leaderboard
@@ -324,9 +366,15 @@ def compare_cmd(task: str, encoders: tuple[str, ...], results_dir: str | None, s
 @click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default leaderboard/results).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="leaderboard/README.md", show_default=True)
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Also write PNG plots here.")
+@click.option("--interval", type=click.Choice(["class", "episode"]), default="class", show_default=True,
+              help="Interval printed in the cells: class-level jackknife (where records have it) or episode/fold CI.")
+@click.option("--margin", type=click.FloatRange(0, min_open=True),
+              help="Equivalence margin in points: ≡ marks entries equivalent to the best within ±X (TOST).")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @_guard
-def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None) -> None:
-    """Markdown tables (mean ± CI, best in bold, † = not significantly worse than the best) from records."""
+def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None, interval: str,
+                    margin: float | None, alpha: float) -> None:
+    """Markdown tables (mean ± one declared interval, best in bold, † = not separable from the best at α) from records."""
     from asc_bench.atomic import atomic_write_bytes
     from asc_bench.evaluation.leaderboard import render_leaderboard, write_plots
     from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, load_records
@@ -334,7 +382,8 @@ def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | Non
     records = load_records(results_dir or DEFAULT_RESULTS_DIR)
     if not records:
         raise UsageError(f"no result records in {results_dir or DEFAULT_RESULTS_DIR}; run `asc-bench run` first")
-    atomic_write_bytes(out_path, render_leaderboard(records).encode("utf-8"))
+    text = render_leaderboard(records, alpha, interval=interval, margin=None if margin is None else margin / 100.0)
+    atomic_write_bytes(out_path, text.encode("utf-8"))
     out.print(f"wrote {out_path} from {len(records)} records", highlight=False)
     if plots_dir:
         for path in write_plots(records, plots_dir):

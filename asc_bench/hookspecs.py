@@ -45,6 +45,8 @@ def register_protocols(register: Callable[..., None]) -> None:
     Called once at start-up. Call ``register(name, run, *, description="")``, where
     ``run(data: EvalData, params: dict, seed: int)`` returns a ``ProtocolResult``. Sampling must
     depend only on ``params``, ``seed`` and the clip order/labels, never on the embeddings.
+    Few-shot protocols return ``outcome`` (per-episode members and correctness: the record's
+    class- and group-level intervals), fold protocols ``fold_sizes`` (the corrected t-test).
     """
 
 

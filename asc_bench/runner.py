@@ -155,6 +155,10 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
         data.report = bar.update
         result = protocol.run(data, params, seed)
     ci = stats.mean_ci(result.scores)
+    # episode/fold CI, and class-/group-level jackknife intervals from the per-episode outcome
+    intervals = stats.record_intervals(np.asarray(result.scores, dtype=np.float64), result.unit,
+                                       result.outcome, data.labels, classes,
+                                       [getattr(c, "group", None) for c in kept])
     record = {
         "schema": SCHEMA, "asc_bench_version": asc_bench.__version__, "timestamp": utc_now(),
         "task": {"name": spec.name, "spec_hash": spec.spec_hash, "group": spec.group, "dataset": spec.dataset,
@@ -170,6 +174,8 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
         "episode_hash": result.episode_hash,
         "scores": [float(s) for s in np.asarray(result.scores, dtype=np.float64)],
         "summary": ci.to_summary(),
+        "intervals": json_safe(intervals),
+        "folds": result.fold_sizes,
         "predictions": json_safe(result.predictions),
         "skipped_files": emb.skipped,
         "embedding": {"cache_key": key, "cache_hit": emb.cache_hit, "forward_passes": emb.forward_passes,

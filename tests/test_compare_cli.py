@@ -38,7 +38,24 @@ def test_two_encoders_share_episodes_and_compare_matches_scipy(results):
     assert (pair["ci_low"], pair["ci_high"]) == pytest.approx((low, high), abs=1e-12)
     human = cli("compare", "--task", "demo-5way1shot", "logmel-stats", "contrastasc-cpm-6k", "--seed", "0",
                 "--results-dir", str(results_dir)).stdout
-    assert "significantly" in human
+    assert "significantly" in human and "primary test: paired-t" in human
+    assert "class CI: delete-one-class jackknife" in human and "bootstrap CI: paired bootstrap" in human
+
+
+def test_records_carry_named_episode_and_class_intervals(results):
+    _, recs = results
+    rec = recs["logmel-stats"]
+    iv = rec["intervals"]
+    assert set(iv) == {"episode", "class"}                   # the demo clips have no groups
+    assert iv["episode"]["half_width"] == pytest.approx(rec["summary"]["half_width"], abs=1e-15)
+    cls = iv["class"]
+    assert "jackknife" in cls["method"] and "classes" in cls["covers"] and cls["conditions_on"]
+    assert cls["mode"] == "episodes" and cls["n_units"] == rec["dataset"]["n_classes"]
+    assert len(cls["loo"]) == cls["n_units"] and cls["half_width"] > iv["episode"]["half_width"]
+    loo = np.array(list(cls["loo"].values()))
+    u = loo.size
+    se = np.sqrt((u - 1) / u * np.sum((loo - loo.mean()) ** 2))
+    assert cls["half_width"] == pytest.approx(sps.t.ppf(0.975, u - 1) * se, rel=1e-12)
 
 
 def test_records_from_another_seed_are_refused_for_pairing(results, tmp_path):
@@ -72,3 +89,19 @@ def test_sweep_writes_one_record_per_cell(demo_root, tmp_path):
     assert cells == [(3, 1), (3, 2), (5, 1), (5, 2)]
     assert len(list((tmp_path / "r").glob("*.json"))) == 4
     assert sum(r["embedding"]["cache_hit"] for r in recs) == 3
+
+
+def test_compare_cli_on_four_constant_fold_differences_says_it_cannot_test(tmp_path):
+    from test_leaderboard import make_record
+
+    a = np.array([12, 13, 11, 14]) / 18
+    for enc, scores in (("a", a), ("b", a + 1 / 18)):
+        rec = make_record("lp", enc, scores, unit="fold", episode_hash="F", params={"folds": "official"})
+        rec["folds"] = {"n_train": [54] * 4, "n_test": [18] * 4}
+        (tmp_path / f"{enc}.json").write_text(json.dumps(rec))
+    human = cli("compare", "--task", "lp", "a", "b", "--results-dir", str(tmp_path), "--margin", "1").stdout
+    assert "no variance: cannot test" in human and "significant" not in human
+    out = json.loads(cli("compare", "--task", "lp", "a", "b", "--results-dir", str(tmp_path), "--json").stdout)
+    pair = out["pairs"][0]
+    assert pair["p_primary"] is None and pair["decision"] == "cannot test"
+    assert pair["primary_test"].startswith("corrected-t")

@@ -290,17 +290,24 @@ def test_protocols_separate_separable_data_and_fail_on_noise():
         assert np.all(good.scores == 1.0), mod.__name__
         assert bad.scores.mean() < 0.6, mod.__name__
         assert good.episode_hash == bad.episode_hash
+        if mod is logistic:       # a clip is tested in many draws: outcome, no McNemar predictions
+            assert good.predictions is None and good.outcome.correct[good.outcome.query >= 0].all()
+            continue
         pred = good.predictions
         assert pred["correct"].all() and np.all(np.diff(pred["index"]) > 0)
+        assert good.fold_sizes["n_test"] == [int(np.sum(np.array(splits) == s))
+                                             for s in sorted(set(splits))]
 
 
-def test_logistic_draws_and_first_draw_predictions():
+def test_logistic_draws_and_per_draw_outcome():
     x, labels, splits = _blobs(per=8)
     r = logistic.run(_data(x, labels), {"k_shot": 3, "draws": 4, "C": 2.0}, 5)
     assert r.scores.shape == (4,) and r.params["C"] == 2.0
-    # first draw: all clips except 3 training clips per class
-    assert r.predictions["index"].size == labels.size - 3 * 4
-    assert any("first draw" in n for n in r.notes)
+    # every draw: 3 training clips per class, all other clips tested; scores = outcome accuracy
+    out = r.outcome
+    assert out.support.shape == (4, 3 * 4) and np.all((out.query >= 0).sum(1) == labels.size - 12)
+    np.testing.assert_allclose(out.correct.sum(1) / (out.query >= 0).sum(1), r.scores)
+    assert r.predictions is None
     with pytest.raises(UsageError):
         logistic.run(_data(x, labels), {"k_shot": 3, "draws": 2, "bogus": 1}, 0)
 

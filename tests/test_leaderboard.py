@@ -12,8 +12,8 @@ from statsmodels.stats.multitest import multipletests
 
 from asc_bench.api import AscBenchError
 from asc_bench.evaluation import stats
-from asc_bench.evaluation.compare import compare_records, format_comparison
-from asc_bench.evaluation.leaderboard import DAGGER, UNPAIRED, render_leaderboard, write_plots
+from asc_bench.evaluation.compare import compare_family, compare_records, format_comparison
+from asc_bench.evaluation.leaderboard import DAGGER, EQUIV, UNPAIRED, render_leaderboard, write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -192,29 +192,29 @@ def test_compare_statistics_equal_scipy(records):
         ref_w = sps.wilcoxon(d, zero_method="wilcox", correction=False,
                              method=stats.wilcoxon_method(d)).pvalue
         assert pair.p_wilcoxon == pytest.approx(ref_w, abs=1e-12)
-        ca = np.array(col["alpha"]["predictions"]["correct"])
-        cb = np.array(col[enc]["predictions"]["correct"])
-        n01, n10 = int(np.sum(cb & ~ca)), int(np.sum(~cb & ca))
-        assert pair.mcnemar.p_value == pytest.approx(sps.binomtest(n01, n01 + n10).pvalue,
-                                                     abs=1e-12)
+        # episodes: McNemar is never run on predictions of one draw/episode set
+        assert pair.mcnemar is None and pair.primary_test == "paired-t"
+        assert pair.p_primary == pair.p_t
+        bs = stats.paired_bootstrap_ci(b, a)
+        assert [(iv.kind, iv.low, iv.high) for iv in pair.intervals][1] == (
+            "bootstrap", bs.low, bs.high)
         p_t.append(ref_t)
         p_w.append(ref_w)
-    np.testing.assert_allclose([p.p_t_holm for p in cmp.pairs],
+    np.testing.assert_allclose([p.p_primary_holm for p in cmp.pairs],
                                multipletests(p_t, method="holm")[1], atol=1e-12)
-    np.testing.assert_allclose([p.p_wilcoxon_holm for p in cmp.pairs],
-                               multipletests(p_w, method="holm")[1], atol=1e-12)
-    assert "significantly worse" in cmp.pairs[1].verdict
+    assert "significantly worse" in cmp.pairs[1].verdict and cmp.pairs[1].decision == "worse"
     text = cmp.dumps()
     assert json.loads(text)["pairs"][0]["encoder"] == "beta"
     plain = format_comparison(cmp)
-    assert "gamma - alpha" in plain and "McNemar" in plain and "significantly worse" in plain
+    assert "gamma - alpha" in plain and "bootstrap" in plain and "significantly worse" in plain
+    assert "exact McNemar" not in plain and any("McNemar is shown only" in n for n in cmp.notes)
 
 
 def test_compare_all_pairs_and_param_filter(records):
     cmp = compare_records(records, "esc50-5w1s", ["alpha", "beta", "gamma"], all_pairs=True)
     assert [(p.encoder, p.reference) for p in cmp.pairs] == [
         ("beta", "alpha"), ("gamma", "alpha"), ("gamma", "beta")]
-    np.testing.assert_allclose([p.p_t_holm for p in cmp.pairs],
+    np.testing.assert_allclose([p.p_primary_holm for p in cmp.pairs],
                                multipletests([p.p_t for p in cmp.pairs], method="holm")[1],
                                atol=1e-12)
     with pytest.raises(AscBenchError, match="k_shot"):
@@ -248,12 +248,13 @@ def test_compare_without_common_seed_explains(records):
 def test_compare_n1_and_identical_scores():
     recs = [make_record("t", "a", [0.5], unit="fold"), make_record("t", "b", [0.6], unit="fold")]
     cmp = compare_records(recs, "t", ["a", "b"])
-    assert math.isnan(cmp.pairs[0].p_t) and "not testable" in cmp.pairs[0].verdict
+    assert math.isnan(cmp.pairs[0].p_t) and "cannot test" in cmp.pairs[0].verdict
     assert "(n=1)" in format_comparison(cmp)
     assert json.loads(cmp.dumps())["pairs"][0]["p_t"] is None
     same = [make_record("t", "a", [0.5, 0.7]), make_record("t", "b", [0.5, 0.7])]
     pair = compare_records(same, "t", ["a", "b"]).pairs[0]
-    assert pair.p_t == 1.0 and pair.p_wilcoxon == 1.0 and "no significant" in pair.verdict
+    assert math.isnan(pair.p_primary) and pair.p_wilcoxon == 1.0
+    assert pair.decision == "cannot test" and "no variance: cannot test" in pair.verdict
 
 
 # ----------------------------------------------------------------------------------------- plots
@@ -275,3 +276,142 @@ def test_plots_are_png(tmp_path):
     assert "table2__params.png" in names
     for p in paths:
         assert p.read_bytes()[:8] == PNG_MAGIC
+
+
+# ------------------------------------------------------------- primary tests, family, verdicts
+def _fold_record(task, encoder, scores, *, n_train=(300,) * 4, n_test=(100,) * 4, preds=None):
+    r = make_record(task, encoder, scores, unit="fold", episode_hash="FOLDS",
+                    params={"folds": "official"}, predictions=preds)
+    r["folds"] = {"n_train": list(n_train), "n_test": list(n_test)}
+    return r
+
+
+def test_compare_four_folds_with_identical_differences_cannot_test():
+    # the issue: four folds each +1/18 gave t = 3.5e15, p = 5e-47, "significant"
+    a = np.array([12, 13, 11, 14]) / 18
+    recs = [_fold_record("lp", "a", a), _fold_record("lp", "b", a + 1 / 18)]
+    pair = compare_records(recs, "lp", ["a", "b"], margin=0.02).pairs[0]
+    assert pair.decision == "cannot test" and "no variance: cannot test" in pair.verdict
+    assert math.isnan(pair.p_primary) and math.isnan(pair.p_t) and pair.family_size == 0
+    assert "significant" not in pair.verdict and "cannot test" in pair.equivalence
+    assert "cannot test" in format_comparison(compare_records(recs, "lp", ["a", "b"]))
+
+
+def test_compare_folds_use_the_corrected_t_and_mcnemar_on_each_clip_once():
+    rng = np.random.default_rng(2)
+    a = np.array([0.80, 0.74, 0.83, 0.78])
+    b = a + np.array([0.02, 0.035, 0.01, 0.03])
+    ca = rng.random(400) < 0.8
+    cb = np.where(rng.random(400) < 0.1, ~ca, ca)
+    recs = [_fold_record("lp", "a", a, n_train=(280, 310, 300, 310), n_test=(120, 90, 100, 90),
+                         preds={"index": list(range(400)), "correct": ca.tolist()}),
+            _fold_record("lp", "b", b, n_train=(280, 310, 300, 310), n_test=(120, 90, 100, 90),
+                         preds={"index": list(range(400)), "correct": cb.tolist()})]
+    pair = compare_records(recs, "lp", ["a", "b"]).pairs[0]
+    d = b - a
+    ratio = 100 / 300                                     # mean test size / mean train size
+    t = d.mean() / math.sqrt((1 / 4 + ratio) * d.var(ddof=1))
+    assert pair.primary_test.startswith("corrected-t") and "0.3333" in pair.primary_test
+    assert pair.p_primary == pytest.approx(2 * sps.t.sf(abs(t), 3), rel=1e-12)
+    assert pair.p_t == pytest.approx(sps.ttest_rel(b, a).pvalue, rel=1e-12)
+    assert pair.p_t < pair.p_primary
+    n01, n10 = int(np.sum(cb & ~ca)), int(np.sum(~cb & ca))
+    assert pair.mcnemar.p_value == pytest.approx(sps.binomtest(n01, n01 + n10).pvalue, abs=1e-12)
+    assert [iv.kind for iv in pair.intervals] == ["fold"]        # no bootstrap over 4 folds
+    # a fold record without fold sizes cannot get the corrected test
+    for r in recs:
+        del r["folds"]
+    old = compare_records(recs, "lp", ["a", "b"])
+    assert old.pairs[0].decision == "cannot test" and "fold sizes" in old.pairs[0].verdict
+
+
+def test_compare_holm_runs_over_every_task_and_pair(records):
+    cmps = compare_family(records, ["esc50-5w1s", "nsynth-5w1s", "tut17-5shot"],
+                          ["alpha", "beta"], all_pairs=True)
+    pairs = [p for c in cmps for p in c.pairs]
+    assert len(pairs) == 3
+    raw = []
+    for c in cmps:
+        col = {r["encoder"]["name"]: r for r in records if r["task"]["name"] == c.task
+               and r["timestamp"].startswith("2026")}
+        raw.append(sps.ttest_rel(col["beta"]["scores"], col["alpha"]["scores"]).pvalue)
+    np.testing.assert_allclose([p.p_primary for p in pairs], raw, rtol=1e-10)
+    np.testing.assert_allclose([p.p_primary_holm for p in pairs],
+                               multipletests(raw, method="holm")[1], rtol=1e-10)
+    assert all(p.family_size == 3 for p in pairs)
+    # one task alone is a smaller family: its Holm p is its raw p
+    alone = compare_records(records, "tut17-5shot", ["alpha", "beta"]).pairs[0]
+    assert alone.p_primary_holm == alone.p_primary == pytest.approx(raw[2])
+
+
+def test_compare_margin_is_tost_equal_to_statsmodels(records):
+    from statsmodels.stats.weightstats import ttost_paired
+
+    cmp = compare_records(records, "esc50-5w1s", ["alpha", "beta", "gamma"], margin=0.02)
+    col = {r["encoder"]["name"]: np.array(r["scores"]) for r in records
+           if r["task"]["name"] == "esc50-5w1s" and r["timestamp"].startswith("2026")}
+    raw = [ttost_paired(col[e], col["alpha"], -0.02, 0.02)[0] for e in ("beta", "gamma")]
+    np.testing.assert_allclose([p.p_tost for p in cmp.pairs], raw, rtol=1e-10)
+    np.testing.assert_allclose([p.p_tost_holm for p in cmp.pairs],
+                               multipletests(raw, method="holm")[1], rtol=1e-10)
+    beta, gamma = cmp.pairs
+    assert beta.equivalent is True and "equivalent within ±2 points" in beta.equivalence
+    assert gamma.equivalent is False and "not shown equivalent" in gamma.equivalence
+
+
+def test_compare_class_interval_is_the_jackknife_of_the_per_class_differences():
+    rng = np.random.default_rng(7)
+    recs = []
+    for enc, shift in (("a", 0.0), ("b", 0.05)):
+        r = make_record("t", enc, rng.uniform(0.4, 0.8, 30))
+        loo = {f"c{i}": 0.6 + shift + 0.02 * np.sin(i * (1 + shift)) for i in range(10)}
+        r["intervals"] = {"class": {**stats.INTERVALS["class"], "loo": loo, "half_width": 0.1}}
+        recs.append(r)
+    pair = compare_records(recs, "t", ["a", "b"]).pairs[0]
+    iv = {i.kind: i for i in pair.intervals}["class"]
+    la, lb = recs[0]["intervals"]["class"]["loo"], recs[1]["intervals"]["class"]["loo"]
+    diffs = np.array([lb[k] - la[k] for k in sorted(la)])
+    se = math.sqrt(9 / 10 * np.sum((diffs - diffs.mean()) ** 2))
+    h = sps.t.ppf(0.975, 9) * se
+    assert (iv.low, iv.high) == pytest.approx((pair.mean_diff - h, pair.mean_diff + h), abs=1e-12)
+    assert "jackknife" in iv.method and "classes" in iv.covers
+
+
+def test_leaderboard_marker_text_interval_choice_and_equivalence(records):
+    md = render_leaderboard(records, margin=0.02)
+    assert "not separable from the best at alpha = 0.05" in md and "does not mean tied" in md
+    assert f"{EQUIV}: equivalent to the best within ±2 points" in md
+    from statsmodels.stats.weightstats import ttost_paired
+
+    col = {r["encoder"]["name"]: np.array(r["scores"]) for r in records
+           if r["task"]["name"] == "esc50-5w1s" and r["timestamp"].startswith("2026")
+           and r["episode_hash"] == "E1"}
+    best = max(col, key=lambda e: col[e].mean())
+    others = sorted(e for e in col if e != best)
+    adj = multipletests([ttost_paired(col[e], col[best], -0.02, 0.02)[0] for e in others],
+                        method="holm")[1]
+    assert {bool(a <= 0.05) for a in adj} == {True, False}        # the fixture exercises both
+    for e, a in zip(others, adj):
+        assert (EQUIV in _row(md, e, 1)[3]) == (a <= 0.05), e
+    # records without class intervals fall back to the episode CI, and the footnote says so
+    assert "± = Student-t 95% CI over episodes" in md
+    rec = next(r for r in records if r["encoder"]["name"] == "beta"
+               and r["task"]["name"] == "nsynth-5w1s")
+    rec["intervals"] = {"class": {"half_width": 0.123}}
+    md2 = render_leaderboard(records)
+    assert "± 12.3" in _row(md2, "beta", 1)[4] and "delete-one-class jackknife" in md2
+    assert "± 12.3" not in _row(render_leaderboard(records, interval="episode"), "beta", 1)[4]
+    with pytest.raises(AscBenchError):
+        render_leaderboard(records, interval="bogus")
+
+
+def test_leaderboard_folds_use_the_corrected_t():
+    a = np.array([0.80, 0.74, 0.83, 0.78])
+    b = a - np.array([0.02, 0.035, 0.01, 0.03])
+    md = render_leaderboard([_fold_record("lp", "a", a), _fold_record("lp", "b", b)])
+    raw_t = sps.ttest_rel(b, a).pvalue
+    corr = stats.corrected_t(b, a, ratio=1 / 3).p_value
+    assert raw_t < 0.05 < corr                     # plain t would separate them, corrected not
+    assert _row(md, "b")[3].endswith(DAGGER)
+    const = render_leaderboard([_fold_record("lp", "a", a), _fold_record("lp", "b", a - 0.01)])
+    assert _row(const, "b")[3].endswith(UNPAIRED) and "no variance: cannot test" in const

@@ -68,55 +68,81 @@ def test_paired_t_matches_ttest_rel(seed, n):
 
 def test_paired_t_degenerate():
     same = stats.paired_t([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
-    assert same.p_value == 1.0 and same.statistic == 0.0
+    assert math.isnan(same.p_value) and stats.NO_VARIANCE in same.method
     exact_const = stats.paired_t([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])
-    assert exact_const.p_value == 0.0 and exact_const.statistic == math.inf
+    assert math.isnan(exact_const.p_value) and "no variance: cannot test" in exact_const.method
     single = stats.paired_t([0.4], [0.6])
     assert math.isnan(single.p_value) and single.n == 1
-    assert stats.paired_t([0.4], [0.4]).p_value == 1.0
     with pytest.raises(AscBenchError):
         stats.paired_t([0.1, 0.2], [0.1])
 
 
-def _scipy_wilcoxon(a, b):
-    d = np.round(np.asarray(a) - np.asarray(b), 12)
-    d = d[d != 0]
-    method = stats.wilcoxon_method(d)
-    return sps.wilcoxon(d, zero_method="wilcox", correction=False, method=method), method
+def _w_plus(x, y, axis):
+    """W+ with zero method 'wilcox' (zeros get no rank), for scipy.stats.permutation_test."""
+    d = np.round(x - y, 12)
+    r = sps.rankdata(np.where(d == 0, np.nan, np.abs(d)), axis=axis, nan_policy="omit")
+    return np.nansum(np.where(d > 0, r, 0.0), axis=axis)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("n", [6, 30, 120])
-def test_wilcoxon_matches_scipy(seed, n):
-    a, b = _pair(seed, n)
+@pytest.mark.parametrize("n", [4, 7, 12])
+def test_wilcoxon_exact_equals_sign_flip_permutation_test_with_ties_and_zeros(seed, n):
+    # accuracies on 4 queries: differences in steps of 1/4, so ties and zeros are the rule
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, 5, n) / 4, rng.integers(0, 5, n) / 4
     ours = stats.wilcoxon(a, b)
-    ref, method = _scipy_wilcoxon(a, b)
-    assert ours.method == f"wilcoxon-{method}"
-    assert method == ("exact" if n <= 50 else "asymptotic")
-    assert ours.statistic == pytest.approx(ref.statistic, abs=1e-9)
+    ref = sps.permutation_test((a, b), _w_plus, permutation_type="samples", vectorized=True,
+                               n_resamples=np.inf, alternative="two-sided")
+    assert ours.method.startswith("wilcoxon-exact")
     assert ours.p_value == pytest.approx(ref.pvalue, abs=1e-12)
 
 
-def test_wilcoxon_ties_and_zeros_use_asymptotic_with_tie_correction():
-    # accuracies on 20 queries: differences are multiples of 1/20 with many ties and zeros
+@pytest.mark.parametrize("k, p", [(5, 0.0625), (4, 0.125), (6, 0.03125)])
+def test_wilcoxon_equal_differences_give_the_exact_minimum(k, p):
+    # the issue: 5 equal differences gave 0.038 (normal approximation); exact minimum 2 / 2^5
+    assert stats.wilcoxon([0.7] * k, [0.6] * k).p_value == p
+    assert stats.wilcoxon([0.6] * k, [0.7] * k).p_value == p
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("n", [6, 30])
+def test_wilcoxon_exact_without_ties_matches_scipy_exact(seed, n):
+    a, b = _pair(seed, n)
+    ours = stats.wilcoxon(a, b)
+    ref = sps.wilcoxon(a, b, zero_method="wilcox", method="exact")
+    assert ours.statistic == pytest.approx(ref.statistic, abs=1e-9)
+    assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-10, abs=1e-14)
+
+
+def test_wilcoxon_exact_null_distribution_by_enumeration():
+    ranks = np.array([1, 2.5, 2.5, 4, 5.5, 5.5, 7])
+    probs = stats.signed_rank_null(ranks)
+    signs = (np.arange(2 ** ranks.size)[:, None] >> np.arange(ranks.size)) & 1
+    w2 = np.rint(2 * signs @ ranks).astype(int)
+    np.testing.assert_allclose(probs, np.bincount(w2, minlength=probs.size) / 2 ** ranks.size,
+                               atol=1e-15)
+
+
+def test_wilcoxon_beyond_the_exact_limit_is_the_tie_corrected_normal_approximation():
     rng = np.random.default_rng(3)
-    a = rng.integers(8, 20, 40) / 20
-    b = rng.integers(6, 18, 40) / 20
+    n = stats.WILCOXON_EXACT_MAX_N + 40
+    a, b = rng.integers(8, 20, n) / 20, rng.integers(6, 18, n) / 20
     ours = stats.wilcoxon(a, b)
     d = np.round(a - b, 12)
     nz = d[d != 0]
-    assert nz.size < 40 and np.unique(np.abs(nz)).size < nz.size
+    assert nz.size > stats.WILCOXON_EXACT_MAX_N and np.unique(np.abs(nz)).size < nz.size
     ref = sps.wilcoxon(nz, zero_method="wilcox", correction=False, method="asymptotic")
-    assert ours.method == "wilcoxon-asymptotic" and ours.n == nz.size
+    assert ours.method.startswith("wilcoxon-asymptotic") and ours.n == nz.size
     assert ours.p_value == pytest.approx(ref.pvalue, abs=1e-12)
 
 
 def test_wilcoxon_float_noise_does_not_break_ties():
-    # 0.6-0.4 and 0.8-0.6 differ in the last bit; after rounding they are the same tie
+    # 0.6-0.4 and 0.8-0.6 differ in the last bit; after rounding they are one tie (ranks 2.5)
     a = np.array([0.6, 0.8, 0.3, 0.9])
     b = np.array([0.4, 0.6, 0.2, 0.5])
     assert (a - b)[0] != (a - b)[1]
-    assert stats.wilcoxon(a, b).method == "wilcoxon-asymptotic"
+    r = stats.wilcoxon(a, b)
+    assert r.statistic == 0.0 and r.p_value == 0.125
 
 
 def test_wilcoxon_all_zero_is_p_one():
@@ -195,3 +221,133 @@ def test_bootstrap_blocks_do_not_change_the_result(monkeypatch):
 def test_bootstrap_zero_differences():
     r = stats.paired_bootstrap_ci([0.3, 0.4, 0.5], [0.3, 0.4, 0.5], n_boot=100)
     assert r.low == r.high == r.mean_diff == 0.0
+
+
+# ------------------------------------------------------------------------ corrected t, TOST
+def test_corrected_t_equals_hand_computation():
+    # Nadeau-Bengio: t = mean(d) / sqrt((1/J + n_test/n_train) s^2), df = J - 1
+    a = np.array([0.81, 0.77, 0.85, 0.80])
+    b = np.array([0.80, 0.74, 0.83, 0.76])
+    ratio = stats.fold_size_ratio([300, 300, 300, 300], [100, 100, 100, 100])
+    assert ratio == pytest.approx(1 / 3)
+    d = a - b
+    t_hand = d.mean() / math.sqrt((1 / 4 + 1 / 3) * d.var(ddof=1))
+    ours = stats.corrected_t(a, b, ratio=ratio)
+    assert ours.statistic == pytest.approx(t_hand, rel=1e-12)
+    assert ours.p_value == pytest.approx(2 * sps.t.sf(abs(t_hand), 3), rel=1e-12)
+    # larger than the plain paired t p-value, which ignores the overlap of training sets
+    assert ours.p_value > stats.paired_t(a, b).p_value == pytest.approx(sps.ttest_rel(a, b).pvalue)
+
+
+def test_fold_size_ratio_uses_mean_sizes_and_rejects_bad_input():
+    assert stats.fold_size_ratio([90, 80, 70], [10, 20, 30]) == pytest.approx(20 / 80)
+    with pytest.raises(AscBenchError):
+        stats.fold_size_ratio([90, 0], [10, 20])
+    with pytest.raises(AscBenchError):
+        stats.fold_size_ratio([90], [10, 20])
+
+
+def test_constant_fold_differences_cannot_be_tested():
+    # the issue: four folds each +1/18 gave t = 3.5e15, p = 5e-47
+    a = np.array([10, 11, 12, 13]) / 18
+    b = a - 1 / 18
+    for r in (stats.corrected_t(a, b, ratio=1 / 3), stats.paired_t(a, b)):
+        assert math.isnan(r.p_value) and math.isnan(r.statistic)
+        assert "no variance: cannot test" in r.method
+    assert math.isnan(stats.tost_paired(a, b, 0.1).p_value)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("margin", [0.005, 0.02, 0.05])
+def test_tost_matches_statsmodels_ttost_paired(seed, margin):
+    from statsmodels.stats.weightstats import ttost_paired
+
+    a, b = _pair(seed, 40, shift=0.01)
+    ours = stats.tost_paired(a, b, margin)
+    p, low, high = ttost_paired(a, b, -margin, margin)
+    assert ours.p_value == pytest.approx(p, rel=1e-10, abs=1e-300)
+    assert (ours.p_low, ours.p_high) == pytest.approx((low[1], high[1]), rel=1e-10, abs=1e-300)
+
+
+def test_tost_with_fold_correction_is_wider():
+    a = np.array([0.80, 0.78, 0.83, 0.79, 0.81])
+    b = a - np.array([0.002, -0.004, 0.003, 0.001, -0.001])
+    plain, corr = stats.tost_paired(a, b, 0.01), stats.tost_paired(a, b, 0.01, ratio=0.25)
+    assert plain.p_value < corr.p_value < 1
+    with pytest.raises(AscBenchError):
+        stats.tost_paired(a, b, 0.0)
+
+
+# ---------------------------------------------------------------------- delete-one-unit jackknife
+def _episodes(seed, n_clips=60, n_classes=8, e=30, n_way=3, q=4, k=1):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_clips) % n_classes
+    support, query = [], []
+    for _ in range(e):
+        ways = rng.choice(n_classes, n_way, replace=False)
+        s_rows, q_rows = [], []
+        for c in ways:
+            rows = rng.permutation(np.flatnonzero(labels == c))
+            s_rows.append(rows[:k])
+            q_rows.append(rows[k:k + q])
+        support.append(np.concatenate(s_rows))
+        query.append(np.concatenate(q_rows))
+    query = np.array(query)
+    query[:, -1] = np.where(rng.random(e) < 0.3, -1, query[:, -1])    # some padding
+    correct = (rng.random(query.shape) < 0.6) & (query >= 0)
+    return labels, np.array(support), query, correct
+
+
+def test_unit_loo_episodes_mode_equals_brute_force():
+    labels, support, query, correct = _episodes(0)
+    acc = correct.sum(1) / (query >= 0).sum(1)
+    loo = stats.unit_loo(query, correct, labels, support)
+    assert loo.mode == "episodes"
+    for u, th in zip(loo.units, loo.theta_loo):
+        involved = np.array([u in labels[np.r_[s, q[q >= 0]]] for s, q in zip(support, query)])
+        assert th == pytest.approx(acc[~involved].mean(), abs=1e-12)
+
+
+def test_unit_loo_queries_mode_equals_brute_force():
+    labels, support, query, correct = _episodes(1, n_classes=3, n_way=3)   # every class, always
+    loo = stats.unit_loo(query, correct, labels, support)
+    assert loo.mode == "queries"
+    for u, th in zip(loo.units, loo.theta_loo):
+        accs = []
+        for q, c in zip(query, correct):
+            keep = (q >= 0) & (labels[np.maximum(q, 0)] != u)
+            if keep.any():
+                accs.append(c[keep].mean())
+        assert th == pytest.approx(np.mean(accs), abs=1e-12)
+
+
+def test_jackknife_ci_of_the_mean_is_the_t_interval():
+    # for a plain mean over U units the delete-one jackknife SE equals s / sqrt(U)
+    x = np.random.default_rng(4).normal(0.6, 0.1, 12)
+    loo = (x.sum() - x) / (x.size - 1)
+    jk = stats.jackknife_ci(x.mean(), loo)
+    lo, hi = sps.t.interval(0.95, 11, loc=x.mean(), scale=sps.sem(x))
+    assert (jk.low, jk.high) == pytest.approx((lo, hi), abs=1e-12)
+    assert math.isnan(stats.jackknife_ci(0.5, [0.5]).half_width)
+
+
+def test_record_intervals_name_methods_and_add_groups_where_clips_have_them():
+    labels, support, query, correct = _episodes(2)
+    acc = correct.sum(1) / (query >= 0).sum(1)
+    outcome = type("O", (), {"support": support, "query": query, "correct": correct})()
+    groups = [f"rec{i // 3}" if i % 7 else None for i in range(labels.size)]
+    iv = stats.record_intervals(acc, "episode", outcome, labels,
+                                [f"c{i}" for i in range(8)], groups)
+    assert set(iv) == {"episode", "class", "group"}
+    for kind in iv:
+        assert {"method", "covers", "conditions_on", "low", "high", "half_width"} <= set(iv[kind])
+    assert iv["episode"]["half_width"] == pytest.approx(stats.mean_ci(acc).half_width)
+    # a clip without a group is its own group: 20 shared recordings + the ungrouped clips
+    n_groups = len({g for g in groups if g}) + sum(g is None for g in groups)
+    involved = set(np.r_[support.ravel(), query[query >= 0]].tolist())
+    assert iv["group"]["n_units"] == len({groups[i] or f"clip:{i}" for i in involved}) <= n_groups
+    assert set(iv["class"]["loo"]) <= {f"c{i}" for i in range(8)}
+    assert stats.record_intervals(acc, "episode", outcome, labels, [f"c{i}" for i in range(8)],
+                                  [None] * labels.size).keys() == {"episode", "class"}
+    folds = stats.record_intervals(np.array([0.7, 0.8, 0.75]), "fold", None, labels, [], None)
+    assert set(folds) == {"fold"} and "too narrow" in folds["fold"]["method"]

@@ -8,11 +8,25 @@ Pairing: two records pair only when their `episode_hash` matches (same episodes 
 the same number of scores in the same order); otherwise AscBenchError says which seeds, spec hashes
 or dataset fingerprints differ and how to fix it.
 
-Family: every encoder against the first (the reference), or every pair with `all_pairs=True`.
-For each pair, with d = scores(encoder) - scores(reference): mean difference and its Student-t
-95% CI (asc_bench.evaluation.stats.mean_ci on d), paired t p, Wilcoxon p, both Holm-adjusted across the
-family, and the exact McNemar test (also Holm-adjusted) when both records hold per-clip
-predictions for the same clips. The verdict uses the Holm-adjusted paired t p at level alpha.
+Pairs: every encoder against the first (the reference), or every pair with `all_pairs=True`,
+d = scores(encoder) - scores(reference), on one or several tasks (`compare_family`).
+
+Primary test, one per unit (asc_bench.evaluation.stats; docs/statistics.md):
+  episodes/draws: paired t over the episodes;
+  folds: Nadeau-Bengio corrected resampled t, n_test/n_train from the record's fold sizes.
+Holm over every comparison of the call: all tasks and all pairs form one family of primary
+p-values; the verdict uses the Holm-adjusted primary p at level alpha. A comparison that cannot
+be tested (zero variance of d: "no variance: cannot test"; n = 1; fold sizes unknown) has no p,
+is left out of the family and its verdict says why.
+Secondary (shown unadjusted, not used for a verdict): Wilcoxon signed-rank (exact sign-flip up
+to 200 non-zero d); the plain paired t for folds; exact McNemar only when each clip is predicted
+once (fold protocols whose predictions list every test clip once: official test folds), never
+on one draw of repeated draws.
+Intervals of the mean difference, each named with its method and what it conditions on:
+the Student-t CI over episodes (or folds), the paired bootstrap percentile CI (episodes), and
+where both records carry them the class-level and group-level delete-one-unit jackknife.
+Equivalence (`margin`, in points for accuracy): TOST with the primary test's standard error,
+Holm-adjusted over the same comparisons; "equivalent within ±X points" when rejected.
 """
 from __future__ import annotations
 
@@ -29,6 +43,18 @@ from asc_bench.evaluation.records import json_safe
 
 
 @dataclass
+class Interval:
+    """An interval of the mean difference: which method, what it covers, what it holds fixed."""
+
+    kind: str                      # "episode", "fold", "bootstrap", "class", "group"
+    method: str
+    covers: str
+    conditions_on: str
+    low: float
+    high: float
+
+
+@dataclass
 class PairResult:
     encoder: str
     reference: str
@@ -36,15 +62,23 @@ class PairResult:
     mean_encoder: float
     mean_reference: float
     mean_diff: float               # mean(encoder - reference)
-    ci_low: float                  # Student-t CI of the mean difference
+    ci_low: float                  # Student-t CI of the mean difference over episodes/folds
     ci_high: float
-    p_t: float
-    p_wilcoxon: float
-    p_t_holm: float = math.nan
-    p_wilcoxon_holm: float = math.nan
+    p_t: float                     # plain paired t (primary for episodes, secondary for folds)
+    p_wilcoxon: float              # secondary
+    primary_test: str = ""
+    p_primary: float = math.nan
+    p_primary_holm: float = math.nan
+    family_size: int = 0           # testable comparisons in the Holm family of this call
     mcnemar: stats.McNemarResult | None = None
-    p_mcnemar_holm: float = math.nan
+    intervals: list[Interval] = field(default_factory=list)
+    margin: float | None = None    # equivalence margin (metric units), when asked
+    p_tost: float = math.nan
+    p_tost_holm: float = math.nan
     verdict: str = ""
+    equivalence: str = ""
+    decision: str = ""             # "better", "worse", "not separable" or "cannot test"
+    equivalent: bool | None = None # TOST verdict (None: no margin, or untestable)
 
 
 @dataclass
@@ -155,72 +189,189 @@ def check_pairable(chosen: dict[str, dict[str, Any]]) -> str:
                         + "\n".join(lines) + "\nCause: " + "; ".join(causes) + ".")
 
 
-def _mcnemar(rec_a: dict[str, Any], rec_b: dict[str, Any]) -> stats.McNemarResult | None:
+def _once_per_clip(pred: Mapping[str, Any]) -> bool:
+    idx = np.asarray(pred["index"])
+    return idx.size > 0 and np.unique(idx).size == idx.size
+
+
+def _mcnemar(rec_a: dict[str, Any], rec_b: dict[str, Any], unit: str) -> stats.McNemarResult | None:
+    """Exact McNemar on per-clip correctness, only where each clip is predicted once (folds)."""
     pa, pb = rec_a.get("predictions"), rec_b.get("predictions")
-    if not pa or not pb:
+    if unit != "fold" or not pa or not pb or list(pa["index"]) != list(pb["index"]):
         return None
-    if list(pa["index"]) != list(pb["index"]):
+    if not _once_per_clip(pa):
         return None
     return stats.mcnemar_exact(pa["correct"], pb["correct"])
 
 
+def fold_ratio(record: dict[str, Any]) -> float | None:
+    """n_test/n_train of a fold record (None when the record predates fold sizes)."""
+    folds = record.get("folds") or {}
+    if not folds.get("n_train") or not folds.get("n_test"):
+        return None
+    return stats.fold_size_ratio(folds["n_train"], folds["n_test"])
+
+
+def _primary(unit: str, a: np.ndarray, b: np.ndarray, ratio: float | None
+             ) -> stats.TestResult:
+    if unit != "fold":
+        return stats.paired_t(a, b)
+    if ratio is None:
+        return stats.TestResult(math.nan, math.nan, int(a.size),
+                                "corrected-t (fold sizes missing from the record: re-run it "
+                                "with this version)", float(np.mean(a - b)))
+    return stats.corrected_t(a, b, ratio=ratio)
+
+
+def _unit_intervals(rec_e: dict[str, Any], rec_r: dict[str, Any], mean_diff: float
+                    ) -> list[Interval]:
+    out = []
+    for kind in ("class", "group"):
+        ie = (rec_e.get("intervals") or {}).get(kind)
+        ir = (rec_r.get("intervals") or {}).get(kind)
+        if not ie or not ir or not ie.get("loo") or not ir.get("loo"):
+            continue
+        jk = stats.jackknife_diff(ie["loo"], ir["loo"], mean_diff)
+        if jk is None:
+            continue
+        out.append(Interval(kind, ie["method"], ie["covers"], ie["conditions_on"], jk.low,
+                            jk.high))
+    return out
+
+
+def _pair(task_unit: str, enc: str, ref: str, rec_e: dict[str, Any], rec_r: dict[str, Any],
+          margin: float | None) -> PairResult:
+    a = np.asarray(rec_e["scores"], dtype=np.float64)
+    b = np.asarray(rec_r["scores"], dtype=np.float64)
+    ratio = fold_ratio(rec_e) if task_unit == "fold" else None
+    primary = _primary(task_unit, a, b, ratio)
+    d_ci = stats.mean_ci(a - b)
+    base = stats.INTERVALS["fold" if task_unit == "fold" else "episode"]
+    intervals = [Interval("fold" if task_unit == "fold" else "episode", base["method"],
+                          base["covers"], base["conditions_on"], d_ci.low, d_ci.high)]
+    if task_unit != "fold":
+        bs = stats.paired_bootstrap_ci(a, b)
+        intervals.append(Interval("bootstrap", f"paired bootstrap percentile CI ({bs.n_boot} "
+                                  f"resamples of the episodes, seed {bs.seed})",
+                                  base["covers"], base["conditions_on"], bs.low, bs.high))
+    intervals += _unit_intervals(rec_e, rec_r, d_ci.mean)
+    pair = PairResult(
+        encoder=enc, reference=ref, n=int(a.size), mean_encoder=float(a.mean()),
+        mean_reference=float(b.mean()), mean_diff=d_ci.mean, ci_low=d_ci.low, ci_high=d_ci.high,
+        p_t=stats.paired_t(a, b).p_value, p_wilcoxon=stats.wilcoxon(a, b).p_value,
+        primary_test=primary.method, p_primary=primary.p_value,
+        mcnemar=_mcnemar(rec_e, rec_r, task_unit), intervals=intervals, margin=margin)
+    if margin is not None:
+        pair.p_tost = stats.tost_paired(a, b, margin, ratio=ratio).p_value
+        if task_unit == "fold" and ratio is None:
+            pair.p_tost = math.nan
+    return pair
+
+
+def _points(metric: str) -> tuple[float, str]:
+    return (100.0, " points") if metric == "accuracy" else (1.0, "")
+
+
 def _verdict(pair: PairResult, alpha: float) -> str:
-    if math.isnan(pair.p_t_holm):
-        extra = (f"; McNemar p={pair.mcnemar.p_value:.3g}" if pair.mcnemar is not None else "")
-        return f"not testable with a paired t-test (n={pair.n}){extra}"
-    if pair.p_t_holm <= alpha:
+    if math.isnan(pair.p_primary_holm):
+        why = pair.primary_test if "(" in pair.primary_test else f"{pair.primary_test}, n={pair.n}"
+        return f"cannot test: {why}"
+    if pair.p_primary_holm <= alpha:
         word = "better" if pair.mean_diff > 0 else "worse"
-        return (f"{pair.encoder} is significantly {word} than {pair.reference} "
-                f"(Holm-adjusted paired t p={pair.p_t_holm:.3g} <= {alpha:g})")
-    return (f"no significant difference (Holm-adjusted paired t p={pair.p_t_holm:.3g} > "
-            f"{alpha:g})")
+        return (f"{pair.encoder} is significantly {word} than {pair.reference} (primary "
+                f"{pair.primary_test}, Holm over {pair.family_size} comparisons: "
+                f"p={pair.p_primary_holm:.3g} <= {alpha:g})")
+    return (f"not separable at alpha={alpha:g} (primary {pair.primary_test}, Holm over "
+            f"{pair.family_size} comparisons: p={pair.p_primary_holm:.3g})")
+
+
+def _equivalence(pair: PairResult, alpha: float, scale: float, unit: str) -> str:
+    if pair.margin is None:
+        return ""
+    m = f"±{pair.margin * scale:g}{unit}"
+    if math.isnan(pair.p_tost_holm):
+        return f"equivalence within {m}: cannot test"
+    if pair.p_tost_holm <= alpha:
+        return f"equivalent within {m} (TOST, Holm p={pair.p_tost_holm:.3g} <= {alpha:g})"
+    return f"not shown equivalent within {m} (TOST, Holm p={pair.p_tost_holm:.3g})"
+
+
+def load_comparable(records: Sequence[dict[str, Any]], task: str, encoders: Sequence[str],
+                    seed: int | None = None, params: Mapping[str, Any] | None = None
+                    ) -> tuple[dict[str, dict[str, Any]], int, str, list[str]]:
+    """Record loading and selection for one task: (chosen records, seed, episode hash, notes)."""
+    chosen, seed, notes = select_records(records, task, encoders, seed, params)
+    return chosen, seed, check_pairable(chosen), notes
+
+
+def compare_family(records: Sequence[dict[str, Any]], tasks: Sequence[str],
+                   encoders: Sequence[str], *, seed: int | None = None, alpha: float = 0.05,
+                   all_pairs: bool = False, params: Mapping[str, Any] | None = None,
+                   margin: float | None = None) -> list[Comparison]:
+    """Compare `encoders` on every task of `tasks`; Holm over all their comparisons.
+
+    `margin` (metric units, e.g. 0.01 = 1 point of accuracy) adds the TOST equivalence test."""
+    if not tasks:
+        raise UsageError("compare needs at least one --task")
+    if len(set(tasks)) != len(tasks):
+        raise UsageError(f"a task is named twice: {list(tasks)}")
+    if margin is not None and not margin > 0:
+        raise UsageError(f"--margin must be > 0, got {margin}")
+    plan = ([(encoders[j], encoders[i]) for i in range(len(encoders))
+             for j in range(i + 1, len(encoders))] if all_pairs
+            else [(e, encoders[0]) for e in encoders[1:]])
+    out: list[Comparison] = []
+    for task in tasks:
+        chosen, task_seed, ep_hash, notes = load_comparable(records, task, encoders, seed, params)
+        first = chosen[encoders[0]]
+        unit = first["protocol"].get("unit", "episode")
+        pairs = [_pair(unit, enc, ref, chosen[enc], chosen[ref], margin) for enc, ref in plan]
+        if unit == "fold" and any(fold_ratio(chosen[e]) is None for e in encoders):
+            notes.append("fold sizes are missing from a record: the corrected t-test needs them; "
+                         "re-run the records with this version")
+        if any(r.get("predictions") for r in chosen.values()) and \
+                any(p.mcnemar is None for p in pairs):
+            notes.append("McNemar is shown only where each clip is predicted once (fold test "
+                         "sets) and both records hold predictions for the same clips")
+        out.append(Comparison(
+            task=task, seed=task_seed, unit=unit,
+            metric=first["protocol"].get("metric", "accuracy"), episode_hash=ep_hash,
+            alpha=alpha, encoders=list(encoders),
+            summaries={e: stats.mean_ci(r["scores"]).to_summary() for e, r in chosen.items()},
+            records={e: str(r.get("_path") or r.get("timestamp", "")) for e, r in chosen.items()},
+            pairs=pairs, notes=notes))
+    every = [p for c in out for p in c.pairs]
+    size = int(sum(not math.isnan(p.p_primary) for p in every))
+    for p, adj, adj_tost in zip(every, stats.holm([p.p_primary for p in every]),
+                                stats.holm([p.p_tost for p in every])):
+        p.p_primary_holm, p.p_tost_holm, p.family_size = float(adj), float(adj_tost), size
+    for c in out:
+        scale, unit_text = _points(c.metric)
+        for p in c.pairs:
+            p.verdict = _verdict(p, alpha)
+            p.equivalence = _equivalence(p, alpha, scale, unit_text)
+            p.decision = ("cannot test" if math.isnan(p.p_primary_holm) else "not separable"
+                          if p.p_primary_holm > alpha else "better" if p.mean_diff > 0 else "worse")
+            p.equivalent = (None if p.margin is None or math.isnan(p.p_tost_holm)
+                            else bool(p.p_tost_holm <= alpha))
+        if len(out) > 1:
+            c.notes.append(f"Holm family: {size} testable comparisons over {len(out)} tasks")
+    return out
 
 
 def compare_records(records: Sequence[dict[str, Any]], task: str, encoders: Sequence[str], *,
                     seed: int | None = None, alpha: float = 0.05, all_pairs: bool = False,
-                    params: Mapping[str, Any] | None = None) -> Comparison:
-    """Pick, check and compare records (see the module docstring)."""
-    chosen, seed, notes = select_records(records, task, encoders, seed, params)
-    ep_hash = check_pairable(chosen)
-    scores = {e: np.asarray(r["scores"], dtype=np.float64) for e, r in chosen.items()}
-    plan = ([(encoders[i], encoders[j]) for i in range(len(encoders))
-             for j in range(i + 1, len(encoders))] if all_pairs
-            else [(e, encoders[0]) for e in encoders[1:]])
-    if all_pairs:
-        plan = [(b, a) for a, b in plan]          # report later encoder - earlier encoder
-    pairs = []
-    for enc, ref in plan:
-        d_ci = stats.mean_ci(scores[enc] - scores[ref])
-        pairs.append(PairResult(
-            encoder=enc, reference=ref, n=int(scores[enc].size),
-            mean_encoder=float(scores[enc].mean()), mean_reference=float(scores[ref].mean()),
-            mean_diff=d_ci.mean, ci_low=d_ci.low, ci_high=d_ci.high,
-            p_t=stats.paired_t(scores[enc], scores[ref]).p_value,
-            p_wilcoxon=stats.wilcoxon(scores[enc], scores[ref]).p_value,
-            mcnemar=_mcnemar(chosen[enc], chosen[ref])))
-    for attr, src in (("p_t_holm", lambda p: p.p_t), ("p_wilcoxon_holm", lambda p: p.p_wilcoxon),
-                      ("p_mcnemar_holm",
-                       lambda p: p.mcnemar.p_value if p.mcnemar is not None else math.nan)):
-        for p, adj in zip(pairs, stats.holm([src(p) for p in pairs])):
-            setattr(p, attr, float(adj))
-    for p in pairs:
-        p.verdict = _verdict(p, alpha)
-    if any(p.mcnemar is None for p in pairs) and any(r.get("predictions") for r in chosen.values()):
-        notes.append("McNemar is left out where the two records lack predictions for the same "
-                     "clips")
-    first = chosen[encoders[0]]
-    return Comparison(
-        task=task, seed=seed, unit=first["protocol"].get("unit", "episode"),
-        metric=first["protocol"].get("metric", "accuracy"), episode_hash=ep_hash, alpha=alpha,
-        encoders=list(encoders),
-        summaries={e: stats.mean_ci(scores[e]).to_summary() for e in encoders},
-        records={e: str(r.get("_path") or r.get("timestamp", "")) for e, r in chosen.items()},
-        pairs=pairs, notes=notes)
+                    params: Mapping[str, Any] | None = None,
+                    margin: float | None = None) -> Comparison:
+    """Pick, check and compare records of one task (see the module docstring)."""
+    return compare_family(records, [task], encoders, seed=seed, alpha=alpha,
+                          all_pairs=all_pairs, params=params, margin=margin)[0]
 
 
 def format_comparison(cmp: Comparison) -> str:
-    """A plain-text rendering (the CLI may use rich instead); numbers in % points for accuracy."""
-    scale, unit = (100.0, " pp") if cmp.metric == "accuracy" else (1.0, "")
+    """A plain-text rendering; numbers in % points for accuracy."""
+    scale = 100.0 if cmp.metric == "accuracy" else 1.0
+    unit = " pp" if cmp.metric == "accuracy" else ""
     lines = [f"task {cmp.task}, seed {cmp.seed}, {cmp.summaries[cmp.encoders[0]]['n']} "
              f"{cmp.unit}s, episode hash {cmp.episode_hash[:12]}"]
     for e in cmp.encoders:
@@ -229,12 +380,23 @@ def format_comparison(cmp: Comparison) -> str:
         lines.append(f"  {e}: {s['mean'] * scale:.2f}"
                      + (f" ± {hw * scale:.2f}" if math.isfinite(hw) else " (n=1)"))
     for p in cmp.pairs:
-        mc = (f", McNemar p={p.mcnemar.p_value:.3g} (Holm {p.p_mcnemar_holm:.3g}, "
-              f"{p.mcnemar.n01}/{p.mcnemar.n10} discordant)" if p.mcnemar is not None else "")
-        ci = (f"[{p.ci_low * scale:+.2f}, {p.ci_high * scale:+.2f}]" if math.isfinite(p.ci_low)
-              else "[n/a]")
-        lines.append(f"  {p.encoder} - {p.reference}: {p.mean_diff * scale:+.2f}{unit} "
-                     f"95% CI {ci}, paired t p={p.p_t:.3g} (Holm {p.p_t_holm:.3g}), Wilcoxon "
-                     f"p={p.p_wilcoxon:.3g} (Holm {p.p_wilcoxon_holm:.3g}){mc}\n    -> {p.verdict}")
+        lines.append(f"  {p.encoder} - {p.reference}: {p.mean_diff * scale:+.2f}{unit}")
+        lines.append(f"    primary: {p.primary_test}, p={p.p_primary:.3g}, Holm "
+                     f"p={p.p_primary_holm:.3g} ({p.family_size} comparisons)")
+        second = [f"Wilcoxon p={p.p_wilcoxon:.3g}"]
+        if cmp.unit == "fold":
+            second.append(f"plain paired t p={p.p_t:.3g} (ignores overlapping training sets)")
+        if p.mcnemar is not None:
+            second.append(f"exact McNemar p={p.mcnemar.p_value:.3g} ({p.mcnemar.n01}/"
+                          f"{p.mcnemar.n10} discordant clips)")
+        lines.append("    secondary (unadjusted): " + "; ".join(second))
+        for iv in p.intervals:
+            rng = (f"[{iv.low * scale:+.2f}, {iv.high * scale:+.2f}]"
+                   if math.isfinite(iv.low) else "[n/a]")
+            lines.append(f"    95% {iv.kind} interval {rng}: {iv.method}; covers {iv.covers}; "
+                         f"conditions on {iv.conditions_on}")
+        lines.append(f"    -> {p.verdict}")
+        if p.equivalence:
+            lines.append(f"    -> {p.equivalence}")
     lines += [f"  note: {n}" for n in cmp.notes]
     return "\n".join(lines)

@@ -4,15 +4,22 @@ Tables: one per `task.group` (sorted). A column is a task; if the records hold s
 param variants of one task (e.g. a k_shot sweep), each variant is its own column, labelled with the
 params that differ. Rows are encoders (sorted by name) with parameter count and MACs per second
 of audio where known. For every (column, encoder) the latest record is used (timestamp, then path,
-then content: independent of the input order). Cells: accuracy in %, mean ± half-width of the
-Student-t 95% CI, 1 decimal.
+then content: independent of the input order). Cells: accuracy in %, mean ± half-width of ONE
+declared 95% interval, 1 decimal: `interval="class"` (default) prints the delete-one-class
+jackknife interval (it covers the choice of classes in the pool, see
+asc_bench.evaluation.stats) where the record carries it and the episode/fold Student-t CI
+otherwise; `interval="episode"` always prints the episode/fold CI. Each column's footnote says
+which interval its cells show.
 
-Marks: bold = highest mean of the column (all exact ties bold). † = not significantly different
-from the best: paired t-test (asc_bench.evaluation.stats.paired_t) of the entry's per-episode/per-fold scores
-against the best's, Holm-adjusted (asc_bench.evaluation.stats.holm) over the column's testable comparisons,
-adjusted p > 0.05. Only entries whose episode_hash equals the best's are testable; ‡ marks the
-others (different episodes/folds, or a single score), footnoted. The output contains no timestamps
-and every list is sorted, so the same records always give byte-identical markdown.
+Marks: bold = highest mean of the column (all exact ties bold). † = not separable from the best
+at alpha: the primary test of the unit (paired t over episodes; Nadeau-Bengio corrected t over
+folds) of the entry's scores against the best's, Holm-adjusted over the column's testable
+comparisons, adjusted p > alpha. It does NOT say "tied": only that these scores cannot tell the
+two apart. With `margin` (points), ≡ = equivalent to the best within ±margin (TOST with the
+same standard error, Holm over the column). Only entries whose episode_hash equals the best's
+are testable; ‡ marks the others and the untestable ones (different episodes/folds, a single
+score, zero variance of the difference, fold sizes unknown), footnoted. The output contains no
+timestamps and every list is sorted, so the same records always give byte-identical markdown.
 
 Plots (matplotlib, Agg canvas, PNG): accuracy against k_shot and against n_way for every task
 whose records differ only in that param, and accuracy against parameter count per group.
@@ -26,7 +33,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -34,7 +41,8 @@ from asc_bench.evaluation import stats
 from asc_bench.evaluation.compare import record_order_key
 
 ALPHA = 0.05
-DAGGER, UNPAIRED = "†", "‡"
+DAGGER, UNPAIRED, EQUIV = "†", "‡", "≡"
+INTERVAL_CHOICES = ("class", "episode")
 
 
 @dataclass
@@ -97,35 +105,65 @@ class Cell:
     bold: bool = False
     mark: str = ""
     p_holm: float = math.nan
+    interval: str = "episode"       # which interval half_width is: "episode", "fold" or "class"
+    p_tost_holm: float = math.nan
 
 
-def column_cells(col: Column, alpha: float = ALPHA) -> dict[str, Cell]:
-    """Means, CIs, bold and marks for one column (see the module docstring)."""
+def _cell_interval(record: dict[str, Any], scores: np.ndarray, interval: str
+                   ) -> tuple[float, str]:
+    unit = "fold" if record["protocol"].get("unit") == "fold" else "episode"
+    if interval == "class":
+        iv = (record.get("intervals") or {}).get("class")
+        if iv and iv.get("half_width") is not None:
+            return float(iv["half_width"]), "class"
+    return stats.mean_ci(scores).half_width, unit
+
+
+def column_cells(col: Column, alpha: float = ALPHA, *, interval: str = "class",
+                 margin: float | None = None) -> dict[str, Cell]:
+    """Means, intervals, bold and marks for one column (see the module docstring); `margin` in
+    metric units (0.01 = 1 point)."""
+    from asc_bench.evaluation.compare import fold_ratio
+
     scores = {e: np.asarray(r["scores"], dtype=np.float64) for e, r in col.entries.items()}
     cells = {}
     for e in sorted(scores):
         ci = stats.mean_ci(scores[e])
-        cells[e] = Cell(ci.mean, ci.half_width, ci.n)
+        hw, kind = _cell_interval(col.entries[e], scores[e], interval)
+        cells[e] = Cell(ci.mean, hw, ci.n, interval=kind)
     top = max(c.mean for c in cells.values())
     best = sorted(e for e, c in cells.items() if c.mean == top)
     for e in best:
         cells[e].bold = True
     ref = best[0]
-    testable, p_raw = [], []
+    testable, p_raw, p_tost = [], [], []
     for e in sorted(cells):
         if cells[e].bold:
             continue
         same = col.entries[e]["episode_hash"] == col.entries[ref]["episode_hash"]
-        p = stats.paired_t(scores[e], scores[ref]).p_value if same else math.nan
+        p, pt = math.nan, math.nan
+        if same:
+            if col.entries[e]["protocol"].get("unit") == "fold":
+                ratio = fold_ratio(col.entries[e])
+                if ratio is not None:
+                    p = stats.corrected_t(scores[e], scores[ref], ratio=ratio).p_value
+            else:
+                ratio = None
+                p = stats.paired_t(scores[e], scores[ref]).p_value
+            if margin is not None and not math.isnan(p):
+                pt = stats.tost_paired(scores[e], scores[ref], margin, ratio=ratio).p_value
         if math.isnan(p):
             cells[e].mark = UNPAIRED
         else:
             testable.append(e)
             p_raw.append(p)
-    for e, p in zip(testable, stats.holm(p_raw)):
-        cells[e].p_holm = float(p)
-        if p > alpha:
-            cells[e].mark = DAGGER
+            p_tost.append(pt)
+    for e, p, pt in zip(testable, stats.holm(p_raw), stats.holm(p_tost)):
+        cells[e].p_holm, cells[e].p_tost_holm = float(p), float(pt)
+        marks = DAGGER if p > alpha else ""
+        if margin is not None and pt <= alpha:
+            marks += EQUIV
+        cells[e].mark = marks
     return cells
 
 
@@ -158,7 +196,12 @@ def _encoder_facts(cols: Sequence[Column], enc: str) -> tuple[Any, Any]:
     return latest.get("params"), latest.get("macs_per_s")
 
 
-def _footnote(num: int, col: Column) -> str:
+_INTERVAL_TEXT = {"class": "delete-one-class jackknife 95% interval (covers the choice of classes)",
+                  "episode": "Student-t 95% CI over episodes (conditions on the pool of classes)",
+                  "fold": "Student-t 95% CI over folds (conditions on the dataset and its folds)"}
+
+
+def _footnote(num: int, col: Column, cells: Mapping[str, Cell] | None = None) -> str:
     recs = [col.entries[e] for e in sorted(col.entries)]
     r0 = recs[0]
     units = sorted({(r["protocol"].get("unit", "episode"), len(r["scores"])) for r in recs})
@@ -169,12 +212,24 @@ def _footnote(num: int, col: Column) -> str:
     return (f"[{num}] {_md(col.label)}: dataset {_md(r0['task'].get('dataset', '?'))}, protocol "
             f"{_md(r0['protocol'].get('name') or r0['task'].get('protocol'))} ({_md(params)}); "
             f"{unit_text}; seed {', '.join(map(str, seeds))}; episode hash "
-            f"{', '.join(hashes)}.")
+            f"{', '.join(hashes)}" + _interval_note(cells) + ".")
 
 
-def render_group(group: str, cols: Sequence[Column], alpha: float = ALPHA) -> list[str]:
+def _interval_note(cells: Mapping[str, Cell] | None) -> str:
+    if not cells:
+        return ""
+    kinds = sorted({c.interval for c in cells.values()})
+    if len(kinds) == 1:
+        return f"; ± = {_INTERVAL_TEXT[kinds[0]]}"
+    parts = [f"{_INTERVAL_TEXT[k]} for {', '.join(_md(e) for e in sorted(cells) if cells[e].interval == k)}"
+             for k in kinds]
+    return "; ± = " + "; ".join(parts)
+
+
+def render_group(group: str, cols: Sequence[Column], alpha: float = ALPHA, *,
+                 interval: str = "class", margin: float | None = None) -> list[str]:
     encoders = sorted({e for c in cols for e in c.entries})
-    cells = [column_cells(c, alpha) for c in cols]
+    cells = [column_cells(c, alpha, interval=interval, margin=margin) for c in cols]
     header = ["Encoder", "Params", "GMAC/s"] + [f"{_md(c.label)} [{i + 1}]"
                                                 for i, c in enumerate(cols)]
     lines = [f"## {_md(group)}", "", "| " + " | ".join(header) + " |",
@@ -186,24 +241,41 @@ def render_group(group: str, cols: Sequence[Column], alpha: float = ALPHA) -> li
                                                                for cs in cells]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines += [_footnote(i + 1, c) for i, c in enumerate(cols)]
+    lines += [_footnote(i + 1, c, cs) for i, (c, cs) in enumerate(zip(cols, cells))]
     if any(cell.mark == UNPAIRED for cs in cells for cell in cs.values()):
         lines.append(f"{UNPAIRED} Not tested against the best: its episodes/folds differ from the "
-                     f"best's (episode hash; other seed, spec or dataset listing) or it has a "
-                     f"single score.")
+                     f"best's (episode hash; other seed, spec or dataset listing), it has a "
+                     f"single score, its difference to the best has no variance (no variance: "
+                     f"cannot test), or its record lacks the fold sizes the corrected t needs.")
     lines.append("")
     return lines
 
 
-def render_leaderboard(records: Sequence[dict[str, Any]], alpha: float = ALPHA) -> str:
-    """The leaderboard markdown (deterministic: see the module docstring)."""
+def render_leaderboard(records: Sequence[dict[str, Any]], alpha: float = ALPHA, *,
+                       interval: str = "class", margin: float | None = None) -> str:
+    """The leaderboard markdown (deterministic: see the module docstring). `margin` is in metric
+    units (0.01 = 1 point of accuracy)."""
+    from asc_bench.api import UsageError
+
+    if interval not in INTERVAL_CHOICES:
+        raise UsageError(f"interval must be one of {', '.join(INTERVAL_CHOICES)}, got {interval!r}")
+    if margin is not None and not margin > 0:
+        raise UsageError(f"margin must be > 0, got {margin}")
     cols = build_columns(records)
+    shown = ("the delete-one-class jackknife 95% interval where the record has it (it covers "
+             "the choice of classes in the pool), else the Student-t 95% CI over the episodes "
+             "or folds" if interval == "class" else
+             "the Student-t 95% CI over the per-episode or per-fold scores (it conditions on "
+             "the pool of classes and clips)")
+    equiv = (f" {EQUIV}: equivalent to the best within ±{margin * 100:g} points (TOST, "
+             f"Holm-adjusted across the column, alpha = {alpha:g})." if margin is not None else "")
     out = ["# asc-bench leaderboard", "",
-           f"Cells: accuracy in %, mean ± half-width of the 95% confidence interval, 1 decimal "
-           f"(CI: {stats.CI_FORMULA}, over the per-episode or per-fold scores). **Bold**: best "
-           f"mean of the column. {DAGGER}: not significantly different from the best (paired "
-           f"t-test on the same episodes/folds, Holm-adjusted across the column, alpha = "
-           f"{alpha:g}). Params: encoder parameters; GMAC/s: multiply-accumulates per second of "
+           f"Cells: accuracy in %, mean ± half-width of {shown}, 1 decimal (episode/fold CI: "
+           f"{stats.CI_FORMULA}); each column's footnote names its interval. **Bold**: best "
+           f"mean of the column. {DAGGER}: not separable from the best at alpha = {alpha:g} "
+           f"(primary test on the same episodes/folds: paired t over episodes, Nadeau-Bengio "
+           f"corrected t over folds; Holm-adjusted across the column); it does not mean tied."
+           f"{equiv} Params: encoder parameters; GMAC/s: multiply-accumulates per second of "
            f"audio (– where unknown).", ""]
     if not cols:
         return "\n".join(out + ["No result records.", ""])
@@ -211,7 +283,7 @@ def render_leaderboard(records: Sequence[dict[str, Any]], alpha: float = ALPHA) 
     for c in cols:
         groups[c.group].append(c)
     for g in sorted(groups):
-        out += render_group(g, groups[g], alpha)
+        out += render_group(g, groups[g], alpha, interval=interval, margin=margin)
     return "\n".join(out)
 
 

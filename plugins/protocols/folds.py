@@ -28,6 +28,13 @@ class Folds:
     def hash(self) -> str:
         return episode_hash(self.layout)
 
+    @property
+    def sizes(self) -> dict[str, list[int]]:
+        """Clips per fold, {"n_train": [...], "n_test": [...]} (ProtocolResult.fold_sizes: the
+        corrected t-test derives its n_test/n_train ratio from them)."""
+        return {"n_train": [int(t.size) for t in self.train],
+                "n_test": [int(t.size) for t in self.test]}
+
 
 def _natural(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))

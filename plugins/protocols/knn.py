@@ -102,4 +102,5 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     return ProtocolResult(scores=np.asarray(scores), episode_hash=folds.hash, unit="fold",
                           metric="accuracy", params=effective,
                           predictions={"index": idx[order], "correct": ok[order]},
+                          fold_sizes=folds.sizes,
                           notes=[f"{len(folds.names)} fold(s): {', '.join(folds.names)}"])

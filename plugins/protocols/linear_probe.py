@@ -117,4 +117,5 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
                  "inner_folds": inner, "max_iter": max_iter}
     return ProtocolResult(scores=np.asarray(scores), episode_hash=folds.hash, unit="fold",
                           metric="accuracy", params=effective,
-                          predictions={"index": idx[order], "correct": ok[order]}, notes=notes)
+                          predictions={"index": idx[order], "correct": ok[order]}, notes=notes,
+                          fold_sizes=folds.sizes)

@@ -7,9 +7,10 @@ Embeddings are L2-normalised per clip; a multinomial logistic regression (scikit
 inverse regularisation C, no intercept scaling, max_iter 1000) is fitted on the K*C training clips
 and scored on the rest. The score of a draw is its test accuracy; `scores` has one entry per draw.
 
-Predictions (for McNemar): only the FIRST draw's per-clip correctness is kept. Concatenating the
-draws would repeat clips, and McNemar assumes independent clips; the first draw is as random as
-any other and is the same for every encoder (same episode hash).
+Per-draw outcome: every draw's support rows and per-test-clip correctness go to the runner as
+an EpisodeOutcome (class- and group-level intervals). No `predictions`: a clip is tested in many
+draws, so McNemar's independent-clips assumption fails, and a single draw would throw away the
+other draws' evidence (compare uses the paired t over draws instead).
 
 Params: k_shot, draws (default 10), C (default 1.0), query ("rest" only), class_pool,
 exclude_small_classes (default false), max_iter (default 1000), group_disjoint (default: on when the
@@ -23,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import EvalData, ProtocolResult, UsageError
+from asc_bench.api import EpisodeOutcome, EvalData, ProtocolResult, UsageError
 from asc_bench.evaluation.episodes import EpisodeParams, Episodes, sample_episodes
 
 _KNOWN = {"k_shot", "draws", "C", "query", "class_pool", "exclude_small_classes", "max_iter",
@@ -90,7 +91,7 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     x = l2_normalise(data.embeddings)
     y = np.asarray(data.labels, dtype=np.int64)
     scores = np.empty(ep.n_episodes, dtype=np.float64)
-    predictions = None
+    query_correct = np.zeros(ep.query_mask.shape, dtype=bool)
     notes = [n for n in ep.notes if n.startswith(("excluded", "group-disjoint"))]
     n_unconverged = 0
     for d in range(ep.n_episodes):
@@ -103,18 +104,18 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
         n_unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
         correct = clf.predict(x[test]) == y[test]
         scores[d] = correct.mean()
+        query_correct[d, ep.query_mask[d]] = correct
         data.report(d + 1, ep.n_episodes)
-        if d == 0:
-            order = np.argsort(test, kind="stable")
-            predictions = {"index": test[order].astype(np.int64),
-                           "correct": correct[order].astype(bool)}
     if n_unconverged:
         notes.append(f"lbfgs did not converge within {max_iter} iterations in {n_unconverged} "
                      f"of {ep.n_episodes} draws")
-    notes.append("predictions: per-clip correctness of the first draw only")
     effective = {"k_shot": ep_params.k_shot, "draws": ep_params.episodes, "C": c_value,
                  "query": "rest", "class_pool": ep_params.canonical()["class_pool"],
                  "exclude_small_classes": ep_params.exclude_small_classes, "max_iter": max_iter,
                  "group_disjoint": ep.group_disjoint}
     return ProtocolResult(scores=scores, episode_hash=ep.hash, unit="episode", metric="accuracy",
-                          params=effective, predictions=predictions, notes=notes)
+                          params=effective, predictions=None, notes=notes,
+                          outcome=EpisodeOutcome(
+                              support=ep.support_idx.reshape(ep.n_episodes, -1),
+                              query=np.where(ep.query_mask, ep.query_idx, -1),
+                              correct=query_correct))

@@ -25,6 +25,9 @@ no query shares a recording/source with a support clip of its episode; `false` o
 result's params state the policy used). The core also passes `_spec_hash` and `_fingerprint` (task spec hash and
 dataset fingerprint); they only seed the sampler (see asc_bench.evaluation.episodes) so that the same task and
 seed give the same episodes for every encoder.
+
+Output: per-episode scores, and an EpisodeOutcome (support rows, query rows with -1 padding,
+per-query correctness) from which the runner computes the class- and group-level intervals.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import AscBenchError, EvalData, ProtocolResult, UsageError
+from asc_bench.api import AscBenchError, EpisodeOutcome, EvalData, ProtocolResult, UsageError
 from asc_bench.evaluation.episodes import SAMPLING_KEYS, EpisodeParams, Episodes, sample_episodes
 
 GRAM_MAX_CLIPS = 16384                 # 16384^2 float32 = 1 GiB
@@ -158,11 +161,17 @@ def prototype_predictions(embeddings: np.ndarray, ep: Episodes, *, method: str =
     raise AscBenchError(f"unknown prototype scoring method {method!r}")
 
 
+def prototype_correct(embeddings: np.ndarray, ep: Episodes, *, method: str = "auto",
+                      threads: int | None = None) -> np.ndarray:
+    """Per-query correctness [E, N*Q] bool (False at padded columns)."""
+    pred = prototype_predictions(embeddings, ep, method=method, threads=threads)
+    return (pred == ep.query_way[None, :]) & ep.query_mask
+
+
 def prototype_accuracy(embeddings: np.ndarray, ep: Episodes, *, method: str = "auto",
                        threads: int | None = None) -> np.ndarray:
     """Per-episode accuracy [E] float64 over the episode's real queries."""
-    pred = prototype_predictions(embeddings, ep, method=method, threads=threads)
-    correct = (pred == ep.query_way[None, :]) & ep.query_mask
+    correct = prototype_correct(embeddings, ep, method=method, threads=threads)
     return correct.sum(axis=1) / ep.query_mask.sum(axis=1)
 
 
@@ -181,10 +190,14 @@ def _sample(data: EvalData, params: Mapping[str, Any], seed: int) -> tuple[Episo
 def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     """The `fewshot-prototype` protocol (see the module docstring)."""
     p, ep = _sample(data, params, seed)
-    scores = prototype_accuracy(data.embeddings, ep)   # vectorised: milliseconds, one report suffices
+    correct = prototype_correct(data.embeddings, ep)   # vectorised: milliseconds, one report suffices
+    scores = correct.sum(axis=1) / ep.query_mask.sum(axis=1)
     data.report(ep.n_episodes, ep.n_episodes)
+    outcome = EpisodeOutcome(support=ep.support_idx.reshape(ep.n_episodes, -1),
+                             query=np.where(ep.query_mask, ep.query_idx, -1), correct=correct)
     return ProtocolResult(scores=scores, episode_hash=ep.hash, unit="episode", metric="accuracy",
-                          params=p.canonical(), predictions=None, notes=list(ep.notes))
+                          params=p.canonical(), predictions=None, notes=list(ep.notes),
+                          outcome=outcome)
 
 
 def episodes(data: EvalData, params: Mapping[str, Any], seed: int) -> list[dict[str, Any]]:
