@@ -52,15 +52,15 @@ def embedding_key(encoder_id: dict[str, Any], policy: CropPolicy, sample_rate: i
 def embed_dataset(encoder: torch.nn.Module, clips: Sequence[Clip], *, key: str, cache: EmbeddingCache,
                   policy: CropPolicy, batch_size: int = 16, device: str = "cpu",
                   on_bad_audio: str = "fail", shard_size: int = DEFAULT_SHARD_SIZE,
-                  show_progress: bool = True) -> EmbedResult:
+                  show_progress: bool = True, prefetch: bool = True) -> EmbedResult:
     """Embed `clips` into the cache entry `key` (or read it when committed and intact).
 
     Decoding of the next shard runs in a background thread while the encoder works on the current
     one (soundfile and soxr release the GIL), so end to end costs about the forward passes alone.
     At most one shard is decoded ahead, so memory stays bounded. Shards are still embedded and
     written in index order, one atomic write each, so kill/resume and the torchrun rank split behave
-    exactly as without the overlap. A damaged committed entry is reported on stderr and in the notes,
-    removed and rebuilt.
+    exactly as without the overlap (`prefetch=False` turns it off, for measurements; the result is the
+    same). A damaged committed entry is reported on stderr and in the notes, removed and rebuilt.
     """
     notes: list[str] = []
     hit, damage = cache.open(key)
@@ -119,6 +119,8 @@ def embed_dataset(encoder: torch.nn.Module, clips: Sequence[Clip], *, key: str, 
                 waves = upcoming.result()
                 # Start decoding the next shard now, so it overlaps this shard's forward passes.
                 upcoming = ahead.submit(decode_shard, todo[n + 1]) if n + 1 < len(todo) else None
+                if not prefetch and upcoming is not None:
+                    upcoming.result()           # measurement mode: decode, then embed, never both
                 shard, batches = _embed_shard(encoder, waves, batch_size, device, on_bad_audio, bar)
                 del waves
                 result.forward_passes += batches
