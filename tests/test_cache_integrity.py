@@ -178,3 +178,37 @@ def test_stale_lock_files_are_harmless_and_removed(clips, tmp_path, reference):
         assert sorted(p.name for p in cache.root.glob("*.lock")) == ["busykey.lock"]
     np.testing.assert_array_equal(res.embeddings, reference)
     assert cache.sweep_locks() == 1 and not list(cache.root.glob("*.lock"))
+
+
+def test_next_shard_is_decoded_during_the_forward_passes_and_never_further_ahead(clips, tmp_path, reference,
+                                                                                monkeypatch):
+    import threading
+
+    import asc_bench.embedding.extract as extract
+
+    decoded: list[int] = []                    # shard index of every clip decoded so far
+    started = [threading.Event() for _ in range(N_CLIPS // 4)]
+    real = extract.load_clip
+
+    def load_clip(path, sample_rate, policy):
+        shard = int(Path(path).stem) // 4
+        decoded.append(shard)
+        started[shard].set()
+        return real(path, sample_rate, policy)
+
+    class Watching(Tiny):
+        """One batch per shard: shard k's forward waits for shard k+1's decode to begin."""
+
+        seen: list[tuple[bool, int]] = []
+
+        def forward(self, batch, lengths):
+            k = self.calls
+            overlapped = started[k + 1].wait(timeout=10) if k + 1 < len(started) else True
+            self.seen.append((overlapped, max(decoded)))
+            return super().forward(batch, lengths)
+
+    monkeypatch.setattr(extract, "load_clip", load_clip)
+    res = _embed(clips, EmbeddingCache(tmp_path / "cache"), Watching(), batch_size=4)
+    np.testing.assert_array_equal(res.embeddings, reference)
+    assert [ok for ok, _ in Watching.seen] == [True] * 5
+    assert all(furthest <= k + 1 for k, (_, furthest) in enumerate(Watching.seen))   # one shard ahead at most
