@@ -182,3 +182,18 @@ def test_duplicate_rows_are_refused(tmp_path):
     proc = cli("run", *_csv_run(tmp_path, data, task), check=False)
     assert proc.returncode == 1
     assert f"{data / 'class0' / '3.wav'} is listed twice (rows 4 and 13" in proc.stderr
+
+
+def test_listing_check_allows_the_cache_and_folders_the_options_name(tmp_path):
+    from asc_bench.api import Clip, LayoutError
+    from asc_bench.data.listing import check_listing
+
+    root, cache, chosen = tmp_path / "data", tmp_path / "cache", tmp_path / "elsewhere"
+    clips = [Clip(str(root / "a.wav"), "x"), Clip(str(cache / "hf-audio" / "b.wav"), "x"),
+             Clip(str(chosen / "c.wav"), "y")]
+    check_listing("hf", clips, root, extra_bases=[cache, chosen])     # adapter output, user's choices: fine
+    with pytest.raises(LayoutError, match=r"'.*c\.wav' \(row 3 of the listing, label 'y'\) is outside"):
+        check_listing("hf", clips, root, extra_bases=[cache])
+    with pytest.raises(LayoutError, match="row 2 of the listing"):
+        check_listing("esc50", [clips[0], Clip(str(root / "x" / ".." / ".." / "d.wav"), "x")], root)
+    check_listing("csv", clips, None)                                  # no root: nothing to escape from

@@ -66,23 +66,30 @@ def list_clips(manager: PluginManager, name: str, options: Mapping[str, Any], da
     if not clips:
         raise LayoutError(f"dataset '{name}' has no clips under {root}; check "
                           f"--data-root (or ${DATA_ENV}) and the task's dataset_options")
-    check_listing(name, clips, root)
+    check_listing(name, clips, root, extra_bases=[cache_dir, *_option_folders(options)])
     return clips
 
 
-def check_listing(name: str, clips: Sequence[Clip], root: Path | None) -> None:
+def check_listing(name: str, clips: Sequence[Clip], root: Path | None, extra_bases: Sequence[str | Path] = ()
+                  ) -> None:
     """Refuse a clip whose path leaves the data root (a metadata row with '..' or an absolute path
     elsewhere: asc-bench must read only the dataset) and a clip path listed twice (it would count
-    twice in every episode and statistic). Symlinks inside the root are followed as the user set
-    them up: the check is on the path as listed, normalised, not resolved."""
+    twice in every episode and statistic).
+
+    Besides the data root, a clip may lie under `extra_bases`: the cache folder (adapters such as
+    `hf` write audio there) and the folders the task's dataset_options name by absolute path (the
+    user chose those explicitly; a metadata row did not). Without a data root there is nothing to
+    escape from and only duplicates are checked. Symlinks inside the root are followed as the user
+    set them up: the check is on the path as listed, normalised, not resolved."""
     if root is not None:
         top = os.path.normpath(str(root))
-        prefix = top.rstrip(os.sep) + os.sep
+        prefixes = tuple(dict.fromkeys(os.path.normpath(os.path.abspath(os.fspath(b))).rstrip(os.sep) + os.sep
+                                       for b in (top, *extra_bases)))
         for i, clip in enumerate(clips):
             p = clip.path
-            if p.startswith(prefix) and os.sep + "." not in p[len(prefix) - 1:]:
-                continue        # the fast, common case: no '.' or '..' segment to normalise
-            if not os.path.normpath(os.path.join(top, p)).startswith(prefix):
+            if p.startswith(prefixes[0]) and os.sep + "." not in p[len(prefixes[0]) - 1:]:
+                continue        # the fast, common case: under the root, no '.' or '..' segment
+            if not os.path.normpath(os.path.join(top, p)).startswith(prefixes):
                 raise LayoutError(f"dataset '{name}': the listed clip {p!r} (row {i + 1} of the listing, label "
                                   f"{clip.label!r}) is outside the data root {top}; metadata paths must stay "
                                   f"inside the dataset folder ('..' or absolute paths elsewhere are refused). "
@@ -95,6 +102,15 @@ def check_listing(name: str, clips: Sequence[Clip], root: Path | None) -> None:
             raise LayoutError(f"dataset '{name}': {clip.path} is listed twice (rows {first + 1} and {i + 1} of "
                               f"the listing, labels {other.label!r} and {clip.label!r}); every clip must appear "
                               f"once. Remove the duplicate row from the metadata")
+
+
+def _option_folders(options: Mapping[str, Any]) -> list[str]:
+    """Folders named by absolute path in dataset_options (a file's folder for a file)."""
+    out = []
+    for value in options.values():
+        if isinstance(value, (str, Path)) and os.path.isabs(value):
+            out.append(os.fspath(value) if os.path.isdir(value) else os.path.dirname(os.fspath(value)))
+    return out
 
 
 def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
