@@ -33,7 +33,10 @@ def _create_temp(path: Path) -> tuple[int, str]:
             continue
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write `data` to `path` through a temporary file and one rename. `fsync=False` skips the flush to
+    disk, for content-addressed files that are cheap to recreate (one fsync per file would dominate
+    writing 100k small ones)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(path)
@@ -41,7 +44,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
