@@ -2,7 +2,7 @@
 
     python benchmarks/extraction.py [--clips 128] [--seconds 5] [--rate 44100] [--shard-size 32]
                                     [--batch-size 16] [--encoders logmel-stats,beats,...] [--repeat 2]
-                                    [--threads N] [--rss-clips 0]
+                                    [--threads N] [--rss-clips 0] [--device cpu]
 
 Writes `--clips` WAV files of noise (`--seconds` s at `--rate` Hz, so every encoder also resamples,
 as on ESC-50) and, per encoder, times in fresh processes:
@@ -18,6 +18,9 @@ ratio compares extraction with its own forward passes, so the weights do not mat
 model is the harder case for hiding the decode). Target: end_to_end / forward <= 1.1 for every
 encoder. With `--rss-clips M` it also reports the peak RSS of end_to_end at `--clips` and at M clips
 (target: within +-10%) and of sequential at `--clips` (what the overlap costs in memory).
+
+Where the model and the decoding share the CPU cores, the overlap can only use the cores the model
+leaves idle; on a GPU (`--device cuda`) the CPU is free to decode while the model runs.
 
 Prints a table and one line per encoder: `encoder=NAME end_to_end_over_forward=R ...`.
 """
@@ -67,6 +70,13 @@ def write_clips(folder: Path, n: int, seconds: float, rate: int) -> list[str]:
     return paths
 
 
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def worker(args: argparse.Namespace) -> None:
     """One measurement in this process; prints a JSON line."""
     import torch
@@ -82,14 +92,16 @@ def worker(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     clips = [Clip(path=p, label="x") for p in sorted(str(p) for p in Path(args.audio).glob("*.wav"))[:args.n]]
-    enc = build_encoder(get_manager(), args.encoder, random_init=True, options=SIZES.get(args.encoder, {}))
+    enc = build_encoder(get_manager(), args.encoder, random_init=True, options=SIZES.get(args.encoder, {}),
+                        device=args.device)
     module = enc.module.eval()
     sr, policy = int(module.sample_rate), CropPolicy()
     min_samples = int(getattr(module, "min_samples", 1))
     shards = [clips[i:i + args.shard_size] for i in range(0, len(clips), args.shard_size)]
     warm = [_decode(c, sr, policy, min_samples) for c in clips[:args.batch_size]]
     with progress("warm-up", enabled=False) as bar:
-        _embed_shard(module, warm, args.batch_size, "cpu", "fail", bar)   # first-call costs, not timed
+        _embed_shard(module, warm, args.batch_size, args.device, "fail", bar)
+        sync(args.device)   # first-call costs, not timed
     from concurrent.futures import ThreadPoolExecutor
 
     if args.mode in ("forward", "decode"):
@@ -102,13 +114,15 @@ def worker(args: argparse.Namespace) -> None:
             with progress("forward", enabled=False) as bar:
                 t0 = time.perf_counter()
                 for waves in decoded:
-                    _embed_shard(module, waves, args.batch_size, "cpu", "fail", bar)
+                    _embed_shard(module, waves, args.batch_size, args.device, "fail", bar)
+                sync(args.device)
                 seconds = time.perf_counter() - t0
     else:
         with tempfile.TemporaryDirectory() as cache:
             t0 = time.perf_counter()
             embed_dataset(module, clips, key="bench", cache=EmbeddingCache(cache), policy=policy,
                           batch_size=args.batch_size, shard_size=args.shard_size, show_progress=False,
+                          device=args.device,
                           prefetch=args.mode == "end_to_end")
             seconds = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -118,7 +132,7 @@ def worker(args: argparse.Namespace) -> None:
 def measure_once(args: argparse.Namespace, encoder: str, mode: str, n: int) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--worker", "--encoder", encoder, "--mode", mode, "--n", str(n),
            "--audio", args.audio, "--shard-size", str(args.shard_size), "--batch-size", str(args.batch_size),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--device", args.device]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -143,6 +157,7 @@ def main() -> None:
     ap.add_argument("--encoders", default="")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the model's device; decoding stays on CPU)")
     ap.add_argument("--rss-clips", type=int, default=0, help="also compare peak RSS at this many clips")
     ap.add_argument("--audio", default="", help="folder for the generated audio (default: a temp folder)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
