@@ -109,6 +109,11 @@ def _list_rows(kind: str) -> list[dict[str, Any]]:
             row["MACs/s"] = facts.get("macs_per_s")
             row["weights"] = "checkpoint" if entry.requires_weights else "none needed"
         rows.append(row)
+    clashes = manager.clashes_of(kind)
+    if clashes:   # a column only when there is something to show, so plain listings stay as they were
+        for row in rows:
+            row["clash"] = "; ".join(f"also registered by '{c.refused_from}' (refused)"
+                                     for c in clashes.get(row["name"], [])) or None
     return rows
 
 
@@ -139,7 +144,7 @@ def plugins_cmd(as_json: bool) -> None:
     """Loaded plugins, their versions, the hooks they implement, and failures."""
     manager = _manager()
     rows = [{"name": p.name, "source": p.source, "module": p.module, "version": p.version,
-             "hooks": p.hooks, "error": p.error} for p in manager.plugins]
+             "hooks": p.hooks, "error": p.error, "clashes": p.clashes} for p in manager.plugins]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -148,6 +153,8 @@ def plugins_cmd(as_json: bool) -> None:
         table.add_column(col)
     for r in rows:
         status = f"[red]FAILED: {r['error']}[/]" if r["error"] else "[green]ok[/]"
+        if r["clashes"]:
+            status += "".join(f"\n[yellow]name refused: {c}[/]" for c in r["clashes"])
         table.add_row(r["name"], r["source"], r["version"] or "-", ", ".join(r["hooks"]) or "-", status)
     out.print(table)
 

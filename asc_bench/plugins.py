@@ -3,7 +3,9 @@
 Plugins come from three places, in this order: entry points in the group ``asc_bench`` (built-ins
 are declared there exactly like third-party packages), modules named in ``ASC_BENCH_PLUGINS``
 (comma separated) and modules given with ``--plugin``. A plugin that fails to import or to register is
-recorded in ``PluginManager.failures`` and skipped, unless ``ASC_BENCH_STRICT_PLUGINS=1``.
+recorded in ``PluginManager.failures`` and skipped, unless ``ASC_BENCH_STRICT_PLUGINS=1``. A name
+another plugin registered first is refused on its own (``PluginManager.clashes``, shown by
+``asc-bench plugins`` and ``asc-bench list``); the rest of both plugins keeps working.
 """
 from __future__ import annotations
 
@@ -42,6 +44,24 @@ class PluginInfo:
     version: str = ""
     hooks: list[str] = field(default_factory=list)
     error: str = ""
+    clashes: list[str] = field(default_factory=list)   # names of this plugin refused (see Clash)
+
+
+@dataclass(frozen=True)
+class Clash:
+    """A name registered by two plugins. The plugin loaded first keeps it (the loading order is
+    deterministic: entry points sorted by distribution and entry-point name, then ASC_BENCH_PLUGINS,
+    then --plugin); only this one name of the later plugin is refused, its other entries stay."""
+
+    kind: str           # registry kind, e.g. "encoders"
+    name: str
+    kept_by: str        # plugin whose entry is used
+    refused_from: str   # plugin whose entry is refused
+
+    def __str__(self) -> str:
+        return (f"{self.kind[:-1]} '{self.name}' is registered by both '{self.kept_by}' and "
+                f"'{self.refused_from}'; the one from '{self.refused_from}' is refused, '{self.kept_by}' "
+                f"keeps it (uninstall one of them or rename)")
 
 
 @dataclass
@@ -50,6 +70,15 @@ class PluginManager:
     plugins: list[PluginInfo]
     registries: dict[str, dict[str, Any]]
     task_dirs: list[tuple[Path, str]]
+    clashes: list[Clash] = field(default_factory=list)
+
+    def clashes_of(self, kind: str) -> dict[str, list[Clash]]:
+        """Refused registrations of `kind`, by name."""
+        out: dict[str, list[Clash]] = {}
+        for c in self.clashes:
+            if c.kind == kind:
+                out.setdefault(c.name, []).append(c)
+        return out
 
     @property
     def failures(self) -> list[PluginInfo]:
@@ -101,6 +130,7 @@ def build_manager(extra_modules: Iterable[str] = ()) -> PluginManager:
     registries: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
     task_dirs: list[tuple[Path, str]] = []
     seen_modules: set[int] = set()
+    clashes: list[Clash] = []
 
     for name, source, load, version in _candidates(extra_modules):
         info = PluginInfo(name=name, source=source, module="", version=version)
@@ -137,19 +167,18 @@ def build_manager(extra_modules: Iterable[str] = ()) -> PluginManager:
                 raise AscBenchError(f"plugin '{name}' failed to register: {exc}\n"
                                     f"{traceback.format_exc()}") from exc
             continue
-        clashes = [f"{kind[:-1]} '{n}' is registered by both '{registries[kind][n].plugin}' and '{info.name}'"
-                   for kind, entries in staged.items() for n in entries if n in registries[kind]]
-        if clashes:
-            # The plugin loaded later is the one left out, whole, so nothing half-registered remains.
-            pm.unregister(module)
-            info.error = f"name clash: {'; '.join(clashes)}. Uninstall one of them or rename."
-            if _strict():
-                raise AscBenchError(info.error)
-            continue
         for kind, entries in staged.items():
-            registries[kind].update(entries)
+            for n, entry in entries.items():
+                if n in registries[kind]:
+                    clash = Clash(kind, n, kept_by=registries[kind][n].plugin, refused_from=info.name)
+                    clashes.append(clash)
+                    info.clashes.append(str(clash))
+                else:
+                    registries[kind][n] = entry
+        if info.clashes and _strict():
+            raise AscBenchError(f"plugin '{name}': name clash: {'; '.join(info.clashes)}")
         task_dirs.extend((d, info.name) for d in staged_dirs)
-    return PluginManager(pm=pm, plugins=infos, registries=registries, task_dirs=task_dirs)
+    return PluginManager(pm=pm, plugins=infos, registries=registries, task_dirs=task_dirs, clashes=clashes)
 
 
 def _impls_of(pm: pluggy.PluginManager, hook: str, plugin: object) -> list[Callable[..., None]]:

@@ -117,7 +117,8 @@ class Embedded:
 
 def _embed(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSettings) -> Embedded:
     cache_dir = Path(opts.cache_dir) if opts.cache_dir is not None else default_cache_dir()
-    clips = list_clips(manager, spec.dataset, spec.dataset_options, opts.data_root, cache_dir)
+    clips = list_clips(manager, spec.dataset, spec.dataset_options, opts.data_root, cache_dir,
+                        on_missing_audio=opts.on_bad_audio)
     listing_fp, files_fp = fingerprints(clips)
     enc = build_encoder(manager, encoder_name, checkpoint=opts.checkpoint, random_init=opts.random_init,
                         options=opts.encoder_options, device=opts.device)

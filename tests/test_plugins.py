@@ -66,13 +66,23 @@ def test_strict_mode_makes_a_broken_plugin_fatal():
 
 
 @pytest.mark.slow
-def test_name_clash_names_both_plugins_and_keeps_the_first():
-    proc = cli("--plugin", "clashing_plugin", "plugins", "--json", env={"PYTHONPATH": LOCAL})
-    rows = {p["name"]: p for p in json.loads(proc.stdout)}
-    assert "'baselines'" in rows["clashing_plugin"]["error"] and "'clashing_plugin'" in rows["clashing_plugin"]["error"]
+def test_name_clash_refuses_only_the_name_and_keeps_the_rest_of_both_plugins():
+    env = {"PYTHONPATH": LOCAL}
+    rows = {p["name"]: p for p in json.loads(cli("--plugin", "clashing_plugin", "plugins", "--json", env=env).stdout)}
+    assert rows["clashing_plugin"]["error"] == "" and rows["baselines"]["error"] == ""
+    [clash] = rows["clashing_plugin"]["clashes"]
+    assert "encoder 'logmel-stats'" in clash and "'baselines' keeps it" in clash and "'clashing_plugin' is refused" in clash
     listed = {e["name"]: e for e in json.loads(cli("--plugin", "clashing_plugin", "list", "encoders", "--json",
-                                                   env={"PYTHONPATH": LOCAL}).stdout)}
-    assert listed["logmel-stats"]["plugin"] == "baselines"
+                                                   env=env).stdout)}
+    assert listed["logmel-stats"]["plugin"] == "baselines"           # first registration wins
+    assert listed["logmel-stats"]["clash"] == "also registered by 'clashing_plugin' (refused)"
+    assert listed["clash-own-encoder"]["plugin"] == "clashing_plugin"  # the rest of the later plugin works
+    assert listed["clash-own-encoder"]["clash"] is None
+    assert {"beats", "audiomae", "uamix-mae"} <= set(listed)                # and of the built-ins
+    human = cli("--plugin", "clashing_plugin", "plugins", env=env).stdout
+    assert "name refused" in human and "FAILED" not in human
+    # Without a clash the listing has no clash column.
+    assert "clash" not in json.loads(cli("list", "encoders", "--json").stdout)[0]
 
 
 def test_every_hookspec_is_documented_with_its_exact_signature():

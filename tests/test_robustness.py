@@ -116,3 +116,84 @@ def test_clip_shorter_than_the_encoder_minimum_is_named(tmp_path):
     assert proc.returncode == 1 and str(short) in proc.stderr and "minimum of 400" in proc.stderr
     rec = run_json(*common, "--on-bad-audio", "skip")
     assert [s["path"] for s in rec["skipped_files"]] == [str(short)]
+
+
+def _folder_run(tmp_path: Path, data: Path) -> list[str]:
+    return ["--encoder", "logmel-stats", "--task", str(_task(tmp_path)), "--data-root", str(data),
+            "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results")]
+
+
+def test_wav_truncated_to_half_its_data_is_bad_audio(tmp_path):
+    data = tmp_path / "data"
+    _write_folder_dataset(data)
+    whole = (data / "class2" / "0.wav").read_bytes()       # 16-bit mono: 44-byte header + 16000 bytes
+    cut = data / "class2" / "cut.wav"
+    cut.write_bytes(whole[:44 + 8000])                     # what `head -c 8044` leaves
+    proc = cli("run", *_folder_run(tmp_path, data), check=False)
+    assert proc.returncode == 1 and str(cut) in proc.stderr
+    assert "header declares 8000 frames, the file holds 4000" in proc.stderr
+    rec = run_json(*_folder_run(tmp_path, data), "--on-bad-audio", "skip")
+    assert [(s["path"], "truncated" in s["reason"]) for s in rec["skipped_files"]] == [(str(cut), True)]
+
+
+def _csv_dataset(tmp_path: Path, rows: list[str]) -> tuple[Path, Path]:
+    data = tmp_path / "data"
+    _write_folder_dataset(data)
+    (data / "list.csv").write_text("\n".join(["path,label"] + rows) + "\n")
+    task = tmp_path / "csv-task.yaml"
+    task.write_text("name: csv-2way\ndataset: csv\ndataset_options: {file: list.csv}\nprotocol: fewshot-prototype\n"
+                    "params: {n_way: 2, k_shot: 1, n_query: 2, episodes: 20}\n")
+    return data, task
+
+
+def _csv_run(tmp_path: Path, data: Path, task: Path) -> list[str]:
+    return ["--encoder", "logmel-stats", "--task", str(task), "--data-root", str(data),
+            "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results")]
+
+
+ROWS = [f"class{c}/{k}.wav,class{c}" for c in range(2) for k in range(6)]
+
+
+def test_skip_mode_also_skips_listed_but_missing_files(tmp_path):
+    data, task = _csv_dataset(tmp_path, ROWS + ["class1/gone.wav,class1"])
+    proc = cli("run", *_csv_run(tmp_path, data, task), check=False)
+    assert proc.returncode == 1 and "have no audio file" in proc.stderr and "gone.wav" in proc.stderr
+    rec = run_json(*_csv_run(tmp_path, data, task), "--on-bad-audio", "skip")
+    assert rec["skipped_files"] == [{"path": str(data / "class1" / "gone.wav"), "reason": "file not found"}]
+    assert rec["dataset"]["n_clips"] == 13 and rec["summary"]["n"] == 20
+
+
+@pytest.mark.parametrize("escaping", ["../outside.wav", "class0/../../outside.wav", "ABSOLUTE"])
+def test_metadata_path_outside_the_dataset_root_is_refused_naming_the_row(tmp_path, escaping):
+    outside = tmp_path / "outside.wav"
+    sf.write(outside, np.zeros(8000, np.float32), 16000)
+    (tmp_path / "data").mkdir()
+    row = str(outside) if escaping == "ABSOLUTE" else escaping      # relative to data/, the root
+    data, task = _csv_dataset(tmp_path, ROWS + [f"{row},class1"])
+    proc = cli("run", *_csv_run(tmp_path, data, task), check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert "outside the data root" in proc.stderr and "row 13 of the listing" in proc.stderr
+    assert str(outside) in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "cache" / "embeddings").exists()     # refused before any decoding
+
+
+def test_duplicate_rows_are_refused(tmp_path):
+    data, task = _csv_dataset(tmp_path, ROWS + ["class0/3.wav,class0"])
+    proc = cli("run", *_csv_run(tmp_path, data, task), check=False)
+    assert proc.returncode == 1
+    assert f"{data / 'class0' / '3.wav'} is listed twice (rows 4 and 13" in proc.stderr
+
+
+def test_listing_check_allows_the_cache_and_folders_the_options_name(tmp_path):
+    from asc_bench.api import Clip, LayoutError
+    from asc_bench.data.listing import check_listing
+
+    root, cache, chosen = tmp_path / "data", tmp_path / "cache", tmp_path / "elsewhere"
+    clips = [Clip(str(root / "a.wav"), "x"), Clip(str(cache / "hf-audio" / "b.wav"), "x"),
+             Clip(str(chosen / "c.wav"), "y")]
+    check_listing("hf", clips, root, extra_bases=[cache, chosen])     # adapter output, user's choices: fine
+    with pytest.raises(LayoutError, match=r"'.*c\.wav' \(row 3 of the listing, label 'y'\) is outside"):
+        check_listing("hf", clips, root, extra_bases=[cache])
+    with pytest.raises(LayoutError, match="row 2 of the listing"):
+        check_listing("esc50", [clips[0], Clip(str(root / "x" / ".." / ".." / "d.wav"), "x")], root)
+    check_listing("csv", clips, None)                                  # no root: nothing to escape from

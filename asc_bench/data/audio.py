@@ -4,6 +4,8 @@ torchaudio is deliberately not used (its wheels here are CUDA-linked); soundfile
 """
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -47,13 +49,27 @@ class CropPolicy:
 
 
 def decode(path: str, sample_rate: int) -> np.ndarray:
-    """Read `path` as mono float32 at `sample_rate`; raise BadAudioError naming the file and reason."""
+    """Read `path` as mono float32 at `sample_rate`; raise BadAudioError naming the file and reason.
+
+    A file holding fewer frames than its header declares (a truncated copy or an interrupted
+    download) is bad audio: libsndfile would silently return the frames that are there.
+    """
     try:
-        data, sr = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            declared, fmt, sr = f.frames, f.format, f.samplerate
+            data = f.read(dtype="float32", always_2d=True)
     except FileNotFoundError:
         raise BadAudioError(path, "file not found") from None
     except Exception as exc:  # libsndfile reports corrupt headers and unknown formats this way
+        if not os.path.exists(path):
+            raise BadAudioError(path, "file not found") from None
         raise BadAudioError(path, f"cannot be decoded ({exc})") from None
+    if fmt in ("WAV", "WAVEX"):
+        # libsndfile clamps its frame count to the bytes present; the data chunk says what was written.
+        declared = max(declared, wav_declared_frames(path) or 0)
+    if data.shape[0] < declared:
+        raise BadAudioError(path, f"truncated: the header declares {declared} frames, the file holds "
+                                  f"{data.shape[0]} ({100 * (1 - data.shape[0] / declared):.0f}% missing)")
     if data.shape[0] == 0:
         raise BadAudioError(path, "zero-length audio")
     if not np.isfinite(data).all():
@@ -62,6 +78,37 @@ def decode(path: str, sample_rate: int) -> np.ndarray:
     if sr != sample_rate:
         mono = soxr.resample(mono, sr, sample_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def wav_declared_frames(path: str) -> int | None:
+    """Frames a RIFF/RIFX WAV header declares (data chunk bytes // block align), or None when the
+    header does not say (RF64, a streaming size of 0 or 0xFFFFFFFF, an unusual chunk layout)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RIFX"):
+                return None
+            order = "<" if head[:4] == b"RIFF" else ">"
+            block_align = None
+            for _ in range(64):
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack(order + "H", fmt[12:14])[0]
+                elif cid == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
 
 
 def apply_crop(wave: np.ndarray, sample_rate: int, policy: CropPolicy) -> np.ndarray:

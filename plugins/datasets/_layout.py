@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from asc_bench.api import Clip, LayoutError, UsageError
+from asc_bench.data.listing import missing_audio_policy
 
 DOCS = "see the expected layout in asc-bench's docs/datasets.md, section '{}'"
 FIRST_FEW = 5
@@ -241,7 +242,9 @@ class DirIndex:
 
 def check_audio(dataset: str, paths: Sequence[str], listed_in: str, section: str,
                 index: DirIndex | None = None) -> None:
-    """Raise one LayoutError counting every listed clip whose audio file is absent."""
+    """Raise one LayoutError counting every listed clip whose audio file is absent, unless the run
+    skips bad audio (`--on-bad-audio skip`): then missing files stay listed and decoding reports
+    each one by name as skipped."""
     index = index or DirIndex()
     missing = []
     folder, names = None, frozenset()
@@ -251,7 +254,7 @@ def check_audio(dataset: str, paths: Sequence[str], listed_in: str, section: str
             folder, names = d, index.names(d)
         if name not in names:
             missing.append(p)
-    if missing:
+    if missing and missing_audio_policy() != "skip":
         shown = ", ".join(missing[:FIRST_FEW]) + (", ..." if len(missing) > FIRST_FEW else "")
         raise LayoutError(f"dataset '{dataset}': {len(missing)} of {len(paths)} clips listed in {listed_in} "
                           f"have no audio file; first few: {shown}. Unpack every audio archive into the "
