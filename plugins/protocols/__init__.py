@@ -14,13 +14,13 @@ from asc_bench_plugins.protocols import knn, linear_probe, logistic, prototype
 
 @hookimpl
 def register_protocols(register):
-    register("fewshot-prototype", prototype.run,
+    register("fewshot-prototype", prototype.run, check=prototype.check,
              description="N-way K-shot episodes, nearest-centroid (squared Euclidean), "
                          "per-episode accuracy")
-    register("fewshot-logistic", logistic.run,
+    register("fewshot-logistic", logistic.run, check=logistic.check,
              description="K clips per class, L2-normalised logistic regression, rest as queries, "
                          "repeated over draws")
-    register("linear-probe", linear_probe.run,
+    register("linear-probe", linear_probe.run, check=linear_probe.check,
              description="standardised logistic regression per official fold, C by inner CV")
-    register("knn", knn.run,
+    register("knn", knn.run, check=knn.check,
              description="weighted k-NN on cosine similarity per official fold")

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import EvalData, ProtocolResult, UsageError
+from asc_bench.api import EvalData, ListingInfo, ProtocolResult, UsageError
 from asc_bench.evaluation.episodes import EpisodeParams, sample_episodes
 
 _KNOWN = {"k_shot", "draws", "C", "query", "class_pool", "exclude_small_classes", "max_iter"}
@@ -94,3 +94,10 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
                  "exclude_small_classes": ep_params.exclude_small_classes, "max_iter": max_iter}
     return ProtocolResult(scores=scores, episode_hash=ep.hash, unit="episode", metric="accuracy",
                           params=effective, predictions=predictions, notes=notes)
+
+
+def check(info: ListingInfo, params: Mapping[str, Any], seed: int) -> None:
+    """Pre-check before any audio is decoded (ProtocolEntry.check): `run` itself on zero
+    embeddings of the listing with one draw (one tiny fit), so invalid params and classes with
+    fewer than k_shot + 1 clips fail in seconds."""
+    run(info.as_eval_data(), {**params, "draws": 1}, seed)

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import AscBenchError, EvalData, ProtocolResult, UsageError
+from asc_bench.api import AscBenchError, EvalData, ListingInfo, ProtocolResult, UsageError
 from asc_bench.evaluation.episodes import SAMPLING_KEYS, EpisodeParams, Episodes, sample_episodes
 
 GRAM_MAX_CLIPS = 16384                 # 16384^2 float32 = 1 GiB
@@ -177,3 +177,11 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     data.report(ep.n_episodes, ep.n_episodes)
     return ProtocolResult(scores=scores, episode_hash=ep.hash, unit="episode", metric="accuracy",
                           params=p.canonical(), predictions=None, notes=list(ep.notes))
+
+
+def check(info: ListingInfo, params: Mapping[str, Any], seed: int) -> None:
+    """Pre-check before any audio is decoded (ProtocolEntry.check): `run` itself, on zero
+    embeddings of the listing and one episode. The same validation and sampler decide, so unknown
+    params, n_way against the classes and class counts against K + Q fail in seconds; the
+    feasibility of the draws does not depend on their number."""
+    run(info.as_eval_data(), {**params, "episodes": 1}, seed)
