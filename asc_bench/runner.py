@@ -36,7 +36,7 @@ from asc_bench.data.listing import fingerprints, list_clips
 from asc_bench.embedding.cache import EmbeddingCache, cache_key, default_cache_dir
 from asc_bench.evaluation import stats
 from asc_bench.evaluation.records import (RANDOM_WEIGHTS, SCHEMA, check_writable, json_safe, package_versions,
-                                          results_dir_or_default, utc_now, write_record)
+                                          results_dir_or_default, seal, utc_now, write_record)
 from asc_bench.plugins import PluginManager, get_manager
 from asc_bench.progress import progress
 from asc_bench.tasks import TaskSpec, resolve_task
@@ -483,6 +483,7 @@ def _score(manager: PluginManager, spec: TaskSpec, done: Embedded, opts: RunSett
         "provenance": provenance(manager, ident, spec, opts),
         "notes": list(emb.notes) + list(result.notes),
     }
+    record = seal(record)       # JSON-safe, with its integrity hash (what the file holds)
     if opts.write and is_main_process():
         record["_path"] = str(write_record(record, plan.results_dir or results_dir_or_default(opts.results_dir)))
     return record
