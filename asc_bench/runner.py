@@ -21,7 +21,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -297,7 +297,15 @@ def run_cells(encoder: str, task: str | Path, cells: Sequence[Mapping[str, Any]]
     manager = get_manager(plugins)
     plan = preflight(manager, encoder, task, cells, opts)
     done = _embed_planned(manager, plan, opts)
-    return [_score(manager, spec, done, opts, plan) for spec in plan.specs]
+    records = []
+    for i, spec in enumerate(plan.specs):
+        if i == 1 and not done.result.cache_hit:
+            # Later cells reuse the entry the first one computed: for them it is a cache hit.
+            r = done.result
+            done = replace(done, result=CachedEmbedding(r.embeddings, r.valid, r.skipped, r.cache_key,
+                                                        notes=list(r.notes)))
+        records.append(_score(manager, spec, done, opts, plan))
+    return records
 
 
 @dataclass
