@@ -272,3 +272,28 @@ def test_a_fully_cached_run_builds_no_encoder_and_imports_no_torch(two_models, d
     assert "torch" not in modules
     assert "| torch\n" not in proc.stderr and not any(line.rstrip().endswith("| torch")
                                                       for line in proc.stderr.splitlines())
+
+
+RUNNER_ONLY = """
+import json, sys
+import asc_bench.plugins as plugins
+every = plugins._candidates
+# Only the built-in dataset and protocol plugins, and the test encoder: the runner's own imports.
+plugins._candidates = lambda extra: [c for c in every(extra) if c[1] != "entry point"
+                                     or c[0] in ("datasets", "protocols")]
+from asc_bench.runner import run_task
+record = run_task("tiny-weighted", {task!r}, plugins=["weighted_plugin"], checkpoint={ckpt!r},
+                  data_root={data!r}, cache_dir={cache!r}, write=False, overrides={{"episodes": 60}})
+print(json.dumps([record["embedding"]["cache_hit"], "torch" in sys.modules, "weighted_impl" in sys.modules]))
+"""
+
+
+@pytest.mark.slow
+def test_the_runner_imports_no_torch_when_every_embedding_is_cached(two_models, demo_root):
+    base, ckpt, _ = two_models
+    code = RUNNER_ONLY.format(task=str(REPO / "tasks" / f"{TASK}.yaml"), ckpt=str(ckpt), data=str(demo_root),
+                              cache=str(base / "cache"))
+    proc = _fresh_python(code, {})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == [True, False, False]
+    assert not any(line.rstrip().endswith("| torch") for line in proc.stderr.splitlines())
