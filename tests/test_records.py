@@ -297,3 +297,34 @@ def test_the_runner_imports_no_torch_when_every_embedding_is_cached(two_models, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.splitlines()[-1]) == [True, False, False]
     assert not any(line.rstrip().endswith("| torch") for line in proc.stderr.splitlines())
+
+
+def _listing(per_class: int, n_classes: int, splits=None):
+    from asc_bench.api import Clip, ListingInfo
+
+    clips = [Clip(path=f"/x/{c}-{i}.wav", label=f"c{c}", split=None if splits is None else splits[i % len(splits)])
+             for c in range(n_classes) for i in range(per_class)]
+    return ListingInfo.from_clips(clips)
+
+
+@pytest.mark.parametrize("protocol, params, splits, message", [
+    ("fewshot-prototype", {"n_way": 12, "k_shot": 1, "n_query": 5, "episodes": 100}, None, "n_way"),
+    ("fewshot-prototype", {"n_way": 5, "k_shot": 1, "n_query": 5, "episodes": 0}, None, "episodes"),
+    ("fewshot-logistic", {"k_shot": 8}, None, "fewer clips than 8 support"),
+    ("fewshot-logistic", {"k_shot": 1, "draws": -1}, None, "episodes"),
+    ("linear-probe", {"folds": "official"}, None, "split/fold name on every clip"),
+    ("linear-probe", {"Cs_typo": [1.0]}, ["1", "2"], "does not know params"),
+    ("knn", {"k": 0}, ["1", "2"], "positive integer"),
+    ("knn", {"folds": {"train": ["1"], "test": ["9"]}}, ["1", "2"], "no clip has"),
+])
+def test_builtin_protocol_checks_refuse_infeasible_cells_from_the_listing(protocol, params, splits, message):
+    from asc_bench.api import AscBenchError
+    from asc_bench.plugins import get_manager
+
+    entry = get_manager().get("protocols", protocol)
+    info = _listing(8, 10, splits)                       # 10 classes, 8 clips each
+    with pytest.raises(AscBenchError, match=message):
+        entry.check(info, params, 0)
+    ok = {"fewshot-prototype": {"n_way": 5, "k_shot": 1, "n_query": 5, "episodes": 100},
+          "fewshot-logistic": {"k_shot": 2}, "linear-probe": {}, "knn": {}}[protocol]
+    entry.check(_listing(8, 10, ["1", "2"]), ok, 0)      # a feasible cell passes

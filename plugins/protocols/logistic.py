@@ -100,4 +100,6 @@ def check(info: ListingInfo, params: Mapping[str, Any], seed: int) -> None:
     """Pre-check before any audio is decoded (ProtocolEntry.check): `run` itself on zero
     embeddings of the listing with one draw (one tiny fit), so invalid params and classes with
     fewer than k_shot + 1 clips fail in seconds."""
+    EpisodeParams.from_params({"n_way": "all", "k_shot": 1, "n_query": "rest",
+                               "episodes": params.get("draws", 10)})     # the real draw count
     run(info.as_eval_data(), {**params, "draws": 1}, seed)

@@ -184,4 +184,5 @@ def check(info: ListingInfo, params: Mapping[str, Any], seed: int) -> None:
     embeddings of the listing and one episode. The same validation and sampler decide, so unknown
     params, n_way against the classes and class counts against K + Q fail in seconds; the
     feasibility of the draws does not depend on their number."""
+    EpisodeParams.from_params(params)          # the real episode count is validated too
     run(info.as_eval_data(), {**params, "episodes": 1}, seed)
