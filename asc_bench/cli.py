@@ -166,7 +166,12 @@ def _kv(values: Iterable[str], what: str) -> dict[str, str]:
 def _yaml_value(text: str) -> Any:
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or exc
+        raise UsageError(f"value {text!r} is not valid YAML ({problem}); quote it or fix the brackets, "
+                         f"e.g. --param class_pool='[a, b]'") from None
 
 
 def _sweep(n_way: str | None, k_shot: str | None, params: dict[str, str]) -> list[dict[str, Any]]:
