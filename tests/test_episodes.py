@@ -360,5 +360,8 @@ def test_knn_weighting_and_ties():
 def test_protocol_hook_registers_all_four():
     from asc_bench_plugins import protocols
     got = {}
-    protocols.register_protocols(lambda name, run, description="": got.setdefault(name, run))
+    checks = {}
+    protocols.register_protocols(lambda name, run, description="", check=None: (got.setdefault(name, run),
+                                                                                  checks.setdefault(name, check)))
     assert set(got) == {"fewshot-prototype", "fewshot-logistic", "linear-probe", "knn"}
+    assert all(callable(c) for c in checks.values())      # every built-in has a pre-check

@@ -164,7 +164,13 @@ def test_compare_with_an_unknown_model_exits_2_with_did_you_mean(two_models):
     (("--param", "n_wya=5"), "does not know params ['n_wya']"),
     (("--n-way", "5,abc"), "n_way"),
 ])
-def test_bad_protocol_params_fail_before_any_audio_is_decoded(demo_root, tmp_path, args, message):
+def test_bad_protocol_params_fail_before_any_audio_is_decoded(demo_root, tmp_path, args, message, monkeypatch):
+    import asc_bench.embedding.extract as extract
+
+    def no_decoding(*a, **k):
+        raise AssertionError("audio was decoded before the pre-checks failed")
+
+    monkeypatch.setattr(extract, "load_clip", no_decoding)
     proc = cli("run", "--encoder", "logmel-stats", "--task", TASK, "--data-root", str(demo_root),
                "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"), *args, check=False)
     assert proc.returncode == 2, proc.stderr
@@ -172,7 +178,10 @@ def test_bad_protocol_params_fail_before_any_audio_is_decoded(demo_root, tmp_pat
     assert not list((tmp_path / "c").rglob("*.npy")) and not (tmp_path / "c" / "models").exists()
 
 
-def test_an_unwritable_results_folder_fails_before_any_audio_is_decoded(demo_root, tmp_path):
+def test_an_unwritable_results_folder_fails_before_any_audio_is_decoded(demo_root, tmp_path, monkeypatch):
+    import asc_bench.embedding.extract as extract
+
+    monkeypatch.setattr(extract, "load_clip", lambda *a, **k: pytest.fail("audio was decoded"))
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     proc = cli("run", "--encoder", "logmel-stats", "--task", TASK, "--data-root", str(demo_root),
