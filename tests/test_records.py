@@ -337,3 +337,32 @@ def test_builtin_protocol_checks_refuse_infeasible_cells_from_the_listing(protoc
     ok = {"fewshot-prototype": {"n_way": 5, "k_shot": 1, "n_query": 5, "episodes": 100},
           "fewshot-logistic": {"k_shot": 2}, "linear-probe": {}, "knn": {}}[protocol]
     entry.check(_listing(8, 10, ["1", "2"]), ok, 0)      # a feasible cell passes
+
+
+def test_a_hear_module_version_enters_the_identity_without_importing_it(tmp_path, monkeypatch):
+    from asc_bench.plugins import get_manager
+    from asc_bench.runner import resolve_identity
+
+    (tmp_path / "hear_probe_mod.py").write_text("raise RuntimeError('must not be imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = resolve_identity(get_manager(), "hear:hear_probe_mod")
+    assert "hear_probe_mod" not in sys.modules
+    (tmp_path / "hear_probe_mod.py").write_text("raise RuntimeError('edited')\n")
+    second = resolve_identity(get_manager(), "hear:hear_probe_mod")
+    assert first.plugin != second.plugin and first.plugin.startswith("hear_probe_mod source sha256:")
+
+
+def test_a_failed_record_write_names_the_path(tmp_path, monkeypatch):
+    import errno
+
+    import asc_bench.evaluation.records as records
+    from asc_bench.api import AscBenchError
+
+    def disk_full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records, "atomic_write_json", disk_full)
+    record = {"timestamp": "2026-01-01T00:00:00.000000Z", "task": {"name": "t"}, "seed": 0,
+              "encoder": {"name": "e", "label": "e"}, "protocol": {"params": {"n_way": 5}}}
+    with pytest.raises(AscBenchError, match=rf"{tmp_path}/t__e__n_way=5_p\w+__seed0__\w+\.json: No space left"):
+        records.write_record(record, tmp_path)
