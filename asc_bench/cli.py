@@ -349,14 +349,13 @@ def leaderboard_cmd(results_dir: str | None, params: tuple[str, ...], out_path: 
     """Markdown tables (mean ± CI, best in bold, † = not significantly worse than the best) from records."""
     from asc_bench.atomic import atomic_write_bytes
     from asc_bench.evaluation.leaderboard import render_leaderboard, select_cells, write_plots
-    from asc_bench.evaluation.records import check_labels, load_records, results_dir_or_default
+    from asc_bench.evaluation.records import load_records, results_dir_or_default
 
     records = load_records(results_dir)
     if not records:
         raise UsageError(f"no result records in {results_dir_or_default(results_dir)}; run "
                          f"`asc-bench run --encoder NAME --task TASK` first")
     records = select_cells(records, {k: _yaml_value(v) for k, v in _kv(params, "--param").items()})
-    check_labels(records)
     atomic_write_bytes(out_path, render_leaderboard(records).encode("utf-8"))
     out.print(f"wrote {out_path} from {len(records)} records", highlight=False)
     if plots_dir:
