@@ -151,7 +151,8 @@ def check_labels(records: Sequence[Mapping[str, Any]], labels: Iterable[str] | N
                          f"{json.dumps(enc.get('options') or {}, sort_keys=True)}: {r.get('_path', '?')}")
         cmd = next((r.get("provenance", {}).get("command") for r in ids.values()
                     if r.get("provenance", {}).get("command")), None)
-        how = (f" e.g. `{cmd} --label NEW-LABEL`" if cmd and "--label" not in cmd else "")
+        how = (f" e.g. `{cmd} --label NEW-LABEL`" if cmd and cmd.startswith("asc-bench run ")
+               and "--label" not in cmd else "")
         raise UsageError(f"label {label!r} names {len(ids)} different models:\n" + "\n".join(lines)
                          + f"\nGive one of them another label: re-run it with --label NEW-LABEL{how}, "
                            f"or move its record out of the results folder.")
