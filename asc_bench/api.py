@@ -169,6 +169,10 @@ class EncoderEntry:
     # Cheap facts for `asc-bench list encoders` (params, MACs per second...), computed not typed in.
     summary: Callable[[], dict[str, Any]] | None = None
     plugin: str = ""
+    # Identity of the weights the builder will load when the request names no checkpoint (bundled
+    # weights' sha256, a hub model's resolved commit...), computed WITHOUT building the model: it
+    # enters the cache key, so a fully cached run never imports the encoder's module.
+    weights_id: Callable[[EncoderRequest], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,50 @@ class EpisodesFn(Protocol):
                  ) -> Sequence[Mapping[str, Any]]: ...
 
 
+def clip_groups(clips: Sequence[Clip]) -> list[str | None] | None:
+    """`EvalData.groups` for `clips`: their groups, or None when no clip has one."""
+    groups = [c.group for c in clips]
+    return groups if any(g is not None for g in groups) else None
+
+
+@dataclass(frozen=True)
+class ListingInfo:
+    """What a protocol's pre-check sees: the dataset listing, before any audio is decoded.
+
+    Rows are aligned with `clips`; `labels` index into `classes` (sorted label names), as in
+    `EvalData`. Clips later skipped as bad audio are still here, so a check that passes can still
+    fail after embedding; one that fails would certainly fail then.
+    """
+
+    clips: Sequence[Clip]
+    classes: list[str]
+    labels: np.ndarray              # (N,) int64
+    splits: list[str | None]
+    extras: list[Mapping[str, str]]
+    groups: list[str | None] | None = None    # per clip (Clip.group); None when the dataset has none
+
+    @classmethod
+    def from_clips(cls, clips: Sequence[Clip]) -> "ListingInfo":
+        classes = sorted({c.label for c in clips})
+        index = {label: i for i, label in enumerate(classes)}
+        return cls(clips=clips, classes=classes,
+                   labels=np.array([index[c.label] for c in clips], dtype=np.int64),
+                   splits=[c.split for c in clips], extras=[dict(c.extra) for c in clips],
+                   groups=clip_groups(clips))
+
+    def as_eval_data(self, dim: int = 1) -> "EvalData":
+        """The listing as protocol input with all-zero embeddings, for dry runs in pre-checks."""
+        return EvalData(embeddings=np.zeros((len(self.clips), dim), np.float32), labels=self.labels,
+                        classes=list(self.classes), splits=list(self.splits), extras=list(self.extras),
+                        groups=None if self.groups is None else list(self.groups))
+
+
+class ProtocolCheck(Protocol):
+    """Raise UsageError (naming the param and the fix) when `params` cannot run on the listing."""
+
+    def __call__(self, info: ListingInfo, params: Mapping[str, Any], seed: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class ProtocolEntry:
     name: str
@@ -200,6 +248,9 @@ class ProtocolEntry:
     plugin: str = ""
     # Optional: the protocol's episodes/folds without embeddings; None = cannot export episodes.
     episodes: EpisodesFn | None = None
+    # Optional pre-check run before any audio is decoded (unknown/invalid params, class counts
+    # against K + Q...): `asc-bench run` calls it for every sweep cell before embedding.
+    check: ProtocolCheck | None = None
 
 
 @dataclass(frozen=True)

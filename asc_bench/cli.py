@@ -173,15 +173,24 @@ def _kv(values: Iterable[str], what: str) -> dict[str, str]:
 def _yaml_value(text: str) -> Any:
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or exc
+        raise UsageError(f"value {text!r} is not valid YAML ({problem}); quote it or fix the brackets, "
+                         f"e.g. --param class_pool='[a, b]'") from None
 
 
 def _sweep(n_way: str | None, k_shot: str | None, params: dict[str, str]) -> list[dict[str, Any]]:
     base = {k: _yaml_value(v) for k, v in params.items()}
     axes = []
     for key, spec in (("n_way", n_way), ("k_shot", k_shot)):
-        if spec:
-            axes.append([(key, _yaml_value(v)) for v in spec.split(",") if v.strip()])
+        if spec is not None:
+            values = [(key, _yaml_value(v)) for v in spec.split(",") if v.strip()]
+            if not values:
+                raise UsageError(f"--{key.replace('_', '-')} needs comma-separated values, e.g. "
+                                 f"--{key.replace('_', '-')} 3,5; got {spec!r}")
+            axes.append(values)
     if not axes:
         return [base]
     return [{**base, **dict(cell)} for cell in itertools.product(*axes)]
@@ -194,6 +203,8 @@ def _sweep(n_way: str | None, k_shot: str | None, params: dict[str, str]) -> lis
 @click.option("--random-init", is_flag=True, help="Use random weights (must be asked for explicitly).")
 @click.option("--encoder-option", "encoder_options", multiple=True, metavar="KEY=VALUE",
               help="Encoder option (repeatable); recorded in the result.")
+@click.option("--label", help="Row label in tables, compare and leaderboard (default e.g. beats@3f2a1c, "
+                              "'beats (random init)').")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a protocol parameter of the task (repeatable), e.g. episodes=500.")
 @click.option("--n-way", help="Sweep: comma-separated N values; one record per cell.")
@@ -203,28 +214,30 @@ def _sweep(n_way: str | None, k_shot: str | None, params: dict[str, str]) -> lis
 @click.option("--device", default="cpu", help="cpu, cuda or cuda:N.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Embedding cache (default: user cache dir).")
-@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records go (default leaderboard/results).")
+@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records go (default $ASC_BENCH_RESULTS, else the user data dir; see README).")
 @click.option("--on-bad-audio", type=click.Choice(["fail", "skip"]), default="fail", show_default=True)
 @click.option("--shard-size", default=256, hidden=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print the result record as JSON on stdout.")
 @_guard
 def run_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bool, encoder_options: tuple[str, ...],
-            params: tuple[str, ...], n_way: str | None, k_shot: str | None, data_root: str | None, seed: int | None,
+            label: str | None, params: tuple[str, ...], n_way: str | None, k_shot: str | None, data_root: str | None, seed: int | None,
             device: str, batch_size: int, cache_dir: str | None, results_dir: str | None, on_bad_audio: str,
             shard_size: int, as_json: bool) -> None:
     """Embed the task's dataset (cached), run its protocol, print the score with its 95% CI."""
-    from asc_bench.runner import run_task
+    import shlex
 
-    dist.init(device=device)
-    records = []
-    for overrides in _sweep(n_way, k_shot, _kv(params, "--param")):
-        records.append(run_task(
-            encoder, task, plugins=click.get_current_context().find_object(Context).plugins,
-            data_root=data_root, cache_dir=cache_dir, results_dir=results_dir, seed=seed, overrides=overrides,
-            checkpoint=checkpoint, random_init=random_init, encoder_options=_kv(encoder_options, "--encoder-option"),
-            device=device, batch_size=batch_size, on_bad_audio=on_bad_audio, shard_size=shard_size,
-            show_progress=not as_json))
-    if not dist.is_main():
+    from asc_bench.runner import is_main_process, init_distributed, run_cells
+
+    init_distributed(device)
+    # Every cell is checked against the listing before any audio is decoded (runner.preflight).
+    records = run_cells(
+        encoder, task, _sweep(n_way, k_shot, _kv(params, "--param")),
+        plugins=click.get_current_context().find_object(Context).plugins,
+        data_root=data_root, cache_dir=cache_dir, results_dir=results_dir, seed=seed,
+        checkpoint=checkpoint, random_init=random_init, encoder_options=_kv(encoder_options, "--encoder-option"),
+        label=label, device=device, batch_size=batch_size, on_bad_audio=on_bad_audio, shard_size=shard_size,
+        show_progress=not as_json, command=shlex.join(["asc-bench", *sys.argv[1:]]))
+    if not is_main_process():
         return
     _print_runs(records, console=err if as_json else out)
     if as_json:
@@ -242,7 +255,9 @@ def _print_runs(records: list[dict[str, Any]], console: Console) -> None:
         s = r["summary"]
         p = r["protocol"]["params"]
         task = r["task"]["name"] + (f" ({p.get('n_way')}-way {p.get('k_shot')}-shot)" if "n_way" in p else "")
-        table.add_row(task, r["encoder"]["name"], f"{r['encoder']['params']:,}",
+        from asc_bench.evaluation.records import display_label
+
+        table.add_row(task, display_label(r), f"{r['encoder']['params']:,}",
                       f"{100 * s['mean']:.2f} ± {100 * s['half_width']:.2f} %", f"{s['n']} {r['protocol']['unit']}s",
                       f"{r['wall_time_s']:.1f}", _fmt(r["embedding"]["clips_per_s"]),
                       "hit" if r["embedding"]["cache_hit"] else "computed")
@@ -276,14 +291,14 @@ def extract_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bo
                 data_root: str | None, device: str, batch_size: int, cache_dir: str | None, on_bad_audio: str,
                 shard_size: int) -> None:
     """Only embed a task's dataset into the cache (e.g. under torchrun, one shard set per rank)."""
-    from asc_bench.runner import extract
+    from asc_bench.runner import is_main_process, extract, init_distributed
 
-    dist.init(device=device)
+    init_distributed(device)
     done = extract(encoder, task, plugins=click.get_current_context().find_object(Context).plugins,
                    data_root=data_root, cache_dir=cache_dir, checkpoint=checkpoint, random_init=random_init,
                    encoder_options=_kv(encoder_options, "--encoder-option"), device=device,
                    batch_size=batch_size, on_bad_audio=on_bad_audio, shard_size=shard_size, show_progress=True)
-    if dist.is_main():
+    if is_main_process():
         r = done.result
         state = "already cached" if r.cache_hit else f"{r.clips_embedded} clips embedded in {r.seconds:.1f} s"
         out.print(f"{done.spec.dataset}: {len(done.clips)} clips, {state}; cache key {r.cache_key}", highlight=False)
@@ -294,8 +309,10 @@ def extract_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bo
 @click.option("--task", "tasks", required=True, multiple=True,
               help="Task whose stored records to compare (repeatable: Holm runs over every comparison of the call).")
 @click.argument("encoders", nargs=-1, required=True)
-@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default leaderboard/results).")
+@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default as for run).")
 @click.option("--seed", type=int, help="Seed of the records to pair (default: the latest common one).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Pick the sweep cell (repeatable), e.g. --param n_way=5 --param k_shot=1.")
 @click.option("--all-pairs", is_flag=True, help="Test every pair, not only each encoder against the first.")
 @click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--margin", type=click.FloatRange(0, min_open=True),
@@ -303,17 +320,19 @@ def extract_cmd(encoder: str, task: str, checkpoint: str | None, random_init: bo
 @click.option("--json", "as_json", is_flag=True)
 @_guard
 def compare_cmd(tasks: tuple[str, ...], encoders: tuple[str, ...], results_dir: str | None, seed: int | None,
-                all_pairs: bool, alpha: float, margin: float | None, as_json: bool) -> None:
-    """Paired tests between encoders on identical episodes, from stored records (docs/statistics.md)."""
+                params: tuple[str, ...], all_pairs: bool, alpha: float, margin: float | None, as_json: bool) -> None:
+    """Paired tests between models (labels, or encoder names with one model) on identical episodes, from
+    stored records (docs/statistics.md)."""
     from asc_bench.evaluation.compare import compare_family
-    from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, load_records
+    from asc_bench.evaluation.records import load_records
 
     if len(encoders) < 2:
         raise UsageError("compare needs at least two encoders")
-    records = load_records(results_dir or DEFAULT_RESULTS_DIR)
+    records = load_records(results_dir)
+    cell = {k: _yaml_value(v) for k, v in _kv(params, "--param").items()} or None
     # margins are given in points for accuracy; the first task's metric decides after loading
     cmps = compare_family(records, list(tasks), list(encoders), seed=seed, alpha=alpha, all_pairs=all_pairs,
-                          margin=None if margin is None else margin / 100.0)
+                          params=cell, margin=None if margin is None else margin / 100.0)
     if any(c.metric != "accuracy" for c in cmps) and margin is not None:
         raise UsageError("--margin is in accuracy points; a task here reports another metric")
     if as_json:
@@ -370,7 +389,9 @@ def _p(value: float) -> str:
 
 # ------------------------------------------------------------------------------------------ leaderboard
 @cli.command("leaderboard")
-@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default leaderboard/results).")
+@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default as for run).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Only cells with these protocol params (repeatable), e.g. --param k_shot=1.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="leaderboard/README.md", show_default=True)
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Also write PNG plots here.")
 @click.option("--interval", type=click.Choice(["class", "episode"]), default="class", show_default=True,
@@ -379,16 +400,18 @@ def _p(value: float) -> str:
               help="Equivalence margin in points: ≡ marks entries equivalent to the best within ±X (TOST).")
 @click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @_guard
-def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None, interval: str,
-                    margin: float | None, alpha: float) -> None:
+def leaderboard_cmd(results_dir: str | None, params: tuple[str, ...], out_path: str, plots_dir: str | None,
+                    interval: str, margin: float | None, alpha: float) -> None:
     """Markdown tables (mean ± one declared interval, best in bold, † = not separable from the best at α) from records."""
     from asc_bench.atomic import atomic_write_bytes
-    from asc_bench.evaluation.leaderboard import render_leaderboard, write_plots
-    from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, load_records
+    from asc_bench.evaluation.leaderboard import render_leaderboard, select_cells, write_plots
+    from asc_bench.evaluation.records import load_records, results_dir_or_default
 
-    records = load_records(results_dir or DEFAULT_RESULTS_DIR)
+    records = load_records(results_dir)
     if not records:
-        raise UsageError(f"no result records in {results_dir or DEFAULT_RESULTS_DIR}; run `asc-bench run` first")
+        raise UsageError(f"no result records in {results_dir_or_default(results_dir)}; run "
+                         f"`asc-bench run --encoder NAME --task TASK` first")
+    records = select_cells(records, {k: _yaml_value(v) for k, v in _kv(params, "--param").items()})
     text = render_leaderboard(records, alpha, interval=interval, margin=None if margin is None else margin / 100.0)
     atomic_write_bytes(out_path, text.encode("utf-8"))
     out.print(f"wrote {out_path} from {len(records)} records", highlight=False)
@@ -448,3 +471,18 @@ def episodes_cmd(task: str, data_root: str | None, seed: int | None, params: tup
     out.print(f"wrote {s.units} {s.kind} to {s.path} ({policy}; {s.grouped_clips} clips with a group; "
               f"{s.leaks} {s.kind} with {other} sharing a group with their "
               f"{'training' if s.kind == 'folds' else 'support'} clips)", highlight=False, soft_wrap=True)
+def _debug_after_subcommand(group: click.Group) -> None:
+    """`asc-bench run ... --debug` works like `asc-bench --debug run ...` (every subcommand)."""
+    def turn_on(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.find_object(Context).debug = True
+
+    for command in group.commands.values():
+        if not any(p.name == "debug" for p in command.params):
+            command.params.append(click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                                               callback=turn_on, help="Show tracebacks."))
+        if isinstance(command, click.Group):
+            _debug_after_subcommand(command)
+
+
+_debug_after_subcommand(cli)

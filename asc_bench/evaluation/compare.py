@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -114,28 +115,87 @@ def _params_match(record: dict[str, Any], params: Mapping[str, Any] | None) -> b
     return params is None or all(k in have and have[k] == v for k, v in params.items())
 
 
+def _cell_args(params: Mapping[str, Any]) -> str:
+    return " ".join(f"--param {shlex.quote(f'{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}')}"
+                    for k, v in sorted(params.items()))
+
+
+def resolve_labels(records: Sequence[dict[str, Any]], task: str, names: Sequence[str]) -> list[str]:
+    """Map each argument to a model label: a label as written, or an encoder name that has exactly
+    one model (identity) among the task's records. UsageError (exit 2) with a suggestion otherwise."""
+    import difflib
+
+    from asc_bench.evaluation.records import identity_key, record_label
+
+    labels = {record_label(r) for r in records}
+    aliases = {str(r["encoder"].get("label")): record_label(r) for r in records if r["encoder"].get("label")}
+    out = []
+    for name in names:
+        if name in labels:
+            out.append(name)
+            continue
+        if name in aliases:
+            out.append(aliases[name])
+            continue
+        models = {identity_key(r): record_label(r) for r in records if r["encoder"]["name"] == name}
+        if len(models) == 1:
+            out.append(next(iter(models.values())))
+            continue
+        if len(models) > 1:
+            others = [shlex.quote(x) for x in sorted(models.values())]
+            raise UsageError(f"encoder {name!r} has {len(models)} models in the records of {task!r}: "
+                             f"{', '.join(sorted(models.values()))}. Name them by label, e.g. "
+                             f"`asc-bench compare --task {shlex.quote(task)} {' '.join(others[:2])}`.")
+        known = sorted(labels | {r["encoder"]["name"] for r in records})
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UsageError(f"no model {name!r} in the records of task {task!r}.{hint} Models with records: "
+                         f"{', '.join(sorted(labels)) or 'none'}. Record it with `asc-bench run --encoder "
+                         f"{shlex.quote(name)} --task {shlex.quote(task)}` (add --checkpoint PATH or "
+                         f"--random-init where the encoder needs weights).")
+    return out
+
+
 def select_records(records: Sequence[dict[str, Any]], task: str, encoders: Sequence[str],
                    seed: int | None = None, params: Mapping[str, Any] | None = None
                    ) -> tuple[dict[str, dict[str, Any]], int, list[str]]:
-    """The latest record per encoder for `task` (and `seed`, and records whose protocol params
-    include `params`, e.g. {"k_shot": 5} to pick one point of a sweep); returns
-    (records, seed, notes)."""
+    """The latest record per model for `task` (and `seed`, and records whose protocol params
+    include `params`, e.g. {"k_shot": 5} to pick one cell of a sweep); returns
+    (records keyed by label, seed, notes). `encoders` are labels or encoder names (see
+    `resolve_labels`); records of several sweep cells need `params` to pick one."""
+    from asc_bench.evaluation.records import check_labels, record_label
+
     if len(encoders) < 2:
         raise UsageError("compare needs at least two encoders")
     if len(set(encoders)) != len(encoders):
         raise UsageError(f"an encoder is named twice: {list(encoders)}")
-    of_task = [r for r in records if r.get("task", {}).get("name") == task
-               and _params_match(r, params)]
+    all_of_task = [r for r in records if r.get("task", {}).get("name") == task]
+    of_task = [r for r in all_of_task if _params_match(r, params)]
     if not of_task:
+        cells = sorted({json.dumps(r["protocol"].get("params", {}), sort_keys=True) for r in all_of_task})
+        have = f" Cells recorded: {'; '.join(cells)}." if cells else ""
         raise AscBenchError(f"no result records for task {task!r}"
-                            + (f" with params {dict(params)}" if params else "")
-                            + "; run `asc-bench run` first")
-    by_enc = {e: [r for r in of_task if r["encoder"]["name"] == e] for e in encoders}
-    missing = [e for e, rs in by_enc.items() if not rs]
-    if missing:
-        have = sorted({r["encoder"]["name"] for r in of_task})
-        raise AscBenchError(f"no record of task {task!r} for encoder(s) {missing}; records exist "
-                            f"for {have}. Run `asc-bench run {missing[0]} {task}` first.")
+                            + (f" with params {dict(params)}" if params else "") + f".{have} Record one "
+                            f"with `asc-bench run --encoder NAME --task {shlex.quote(task)}`.")
+    labels = resolve_labels(of_task, task, encoders)
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"two arguments name the same model: {list(encoders)} -> {labels}")
+    check_labels(of_task, labels)
+    by_enc = {e: [r for r in of_task if record_label(r) == e] for e in labels}
+    cells: dict[str, dict[str, Any]] = {}
+    for rs in by_enc.values():
+        for r in rs:
+            cp = {k: v for k, v in r["protocol"].get("params", {}).items() if not str(k).startswith("_")}
+            cells[json.dumps(cp, sort_keys=True, default=str)] = cp
+    if len(cells) > 1:
+        varying = sorted({k for c in cells.values() for k in c
+                          if len({json.dumps(x.get(k), sort_keys=True) for x in cells.values()}) > 1})
+        options = [{k: c.get(k) for k in varying} for c in cells.values()]
+        listed = "; ".join(sorted(_cell_args(o) for o in options))
+        raise UsageError(f"the records of {task!r} cover {len(cells)} sweep cells (differing in "
+                         f"{', '.join(varying)}): {listed}. Pick one, e.g. `asc-bench compare --task "
+                         f"{shlex.quote(task)} {' '.join(shlex.quote(e) for e in labels)} "
+                         f"{_cell_args(sorted(options, key=lambda o: json.dumps(o, sort_keys=True))[0])}`.")
     notes: list[str] = []
     if seed is None:
         common = set.intersection(*({r["seed"] for r in rs} for rs in by_enc.values()))
@@ -317,16 +377,17 @@ def compare_family(records: Sequence[dict[str, Any]], tasks: Sequence[str],
         raise UsageError(f"a task is named twice: {list(tasks)}")
     if margin is not None and not margin > 0:
         raise UsageError(f"--margin must be > 0, got {margin}")
-    plan = ([(encoders[j], encoders[i]) for i in range(len(encoders))
-             for j in range(i + 1, len(encoders))] if all_pairs
-            else [(e, encoders[0]) for e in encoders[1:]])
     out: list[Comparison] = []
     for task in tasks:
         chosen, task_seed, ep_hash, notes = load_comparable(records, task, encoders, seed, params)
-        first = chosen[encoders[0]]
+        labels = list(chosen)                     # the arguments resolved to model labels, in order
+        plan = ([(labels[j], labels[i]) for i in range(len(labels))
+                 for j in range(i + 1, len(labels))] if all_pairs
+                else [(e, labels[0]) for e in labels[1:]])
+        first = chosen[labels[0]]
         unit = first["protocol"].get("unit", "episode")
         pairs = [_pair(unit, enc, ref, chosen[enc], chosen[ref], margin) for enc, ref in plan]
-        if unit == "fold" and any(fold_ratio(chosen[e]) is None for e in encoders):
+        if unit == "fold" and any(fold_ratio(chosen[e]) is None for e in labels):
             notes.append("fold sizes are missing from a record: the corrected t-test needs them; "
                          "re-run the records with this version")
         if any(r.get("predictions") for r in chosen.values()) and \
@@ -336,7 +397,7 @@ def compare_family(records: Sequence[dict[str, Any]], tasks: Sequence[str],
         out.append(Comparison(
             task=task, seed=task_seed, unit=unit,
             metric=first["protocol"].get("metric", "accuracy"), episode_hash=ep_hash,
-            alpha=alpha, encoders=list(encoders),
+            alpha=alpha, encoders=labels,
             summaries={e: stats.mean_ci(r["scores"]).to_summary() for e, r in chosen.items()},
             records={e: str(r.get("_path") or r.get("timestamp", "")) for e, r in chosen.items()},
             pairs=pairs, notes=notes))

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from asc_bench.api import Clip, EvalData, UsageError
+from asc_bench.api import Clip, EvalData, UsageError, clip_groups
 from asc_bench.atomic import atomic_write_bytes
 from asc_bench.data.listing import dataset_root, fingerprints, list_clips
 from asc_bench.plugins import get_manager
@@ -41,12 +41,6 @@ def eval_data(clips: Sequence[Clip], embeddings: np.ndarray | None = None) -> Ev
                     labels=np.array([index[c.label] for c in clips], dtype=np.int64), classes=classes,
                     splits=[c.split for c in clips], extras=[dict(c.extra) for c in clips],
                     groups=clip_groups(clips))
-
-
-def clip_groups(clips: Sequence[Clip]) -> list[str | None] | None:
-    """`EvalData.groups` for `clips`: their groups, or None when no clip has one."""
-    groups = [c.group for c in clips]
-    return groups if any(g is not None for g in groups) else None
 
 
 @dataclass

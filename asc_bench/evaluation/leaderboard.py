@@ -2,7 +2,9 @@
 
 Tables: one per `task.group` (sorted). A column is a task; if the records hold several protocol
 param variants of one task (e.g. a k_shot sweep), each variant is its own column, labelled with the
-params that differ. Rows are encoders (sorted by name) with parameter count and MACs per second
+params that differ (the footnote lists all). Rows are models, keyed by their label (name + weights +
+options, `asc_bench.evaluation.records.record_label`; random-weight rows always say "random init";
+one label naming two models is an error), sorted by label, with parameter count and MACs per second
 of audio where known. For every (column, encoder) the latest record is used (timestamp, then path,
 then content: independent of the input order). Cells: accuracy in %, mean ± half-width of ONE
 declared 95% interval, 1 decimal: `interval="class"` (default) prints the delete-one-class
@@ -71,11 +73,21 @@ def _fmt_value(v: Any) -> str:
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
 
 
+def select_cells(records: Iterable[dict[str, Any]], params: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The records whose protocol params include `params` (all of them when empty)."""
+    if not params:
+        return list(records)
+    return [r for r in records if all(k in _public_params(r) and _public_params(r)[k] == v
+                                      for k, v in params.items())]
+
+
 def build_columns(records: Iterable[dict[str, Any]]) -> list[Column]:
-    """Columns sorted by (group, task, params); latest record per encoder in each."""
+    """Columns sorted by (group, task, params); latest record per model label in each."""
+    from asc_bench.evaluation.records import record_label
+
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in records:
-        key = (r["task"]["name"], _canon(_public_params(r)), r["encoder"]["name"])
+        key = (r["task"]["name"], _canon(_public_params(r)), record_label(r))
         if key not in latest or record_order_key(r) > record_order_key(latest[key]):
             latest[key] = r
     cols: dict[tuple[str, str], Column] = {}
@@ -256,7 +268,9 @@ def render_leaderboard(records: Sequence[dict[str, Any]], alpha: float = ALPHA, 
     """The leaderboard markdown (deterministic: see the module docstring). `margin` is in metric
     units (0.01 = 1 point of accuracy)."""
     from asc_bench.api import UsageError
+    from asc_bench.evaluation.records import check_labels
 
+    check_labels(records)
     if interval not in INTERVAL_CHOICES:
         raise UsageError(f"interval must be one of {', '.join(INTERVAL_CHOICES)}, got {interval!r}")
     if margin is not None and not margin > 0:
@@ -340,7 +354,10 @@ def write_plots(records: Sequence[dict[str, Any]], out_dir: str | Path) -> list[
     written = []
     for param, xlabel in (("k_shot", "K (shots per class)"), ("n_way", "N (ways)")):
         for name, vs in _sweeps(cols, param):
-            fig, ax = _new_figure(f"{vs[0].task}: accuracy against {param}", xlabel)
+            fixed = {k: v for k, v in vs[0].params.items() if k != param}
+            fixed_text = ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(fixed.items()) if v is not None)
+            fig, ax = _new_figure(f"{vs[0].task}: accuracy against {param}\n({fixed_text})" if fixed_text
+                                  else f"{vs[0].task}: accuracy against {param}", xlabel)
             for enc in sorted({e for c in vs for e in c.entries}):
                 pts = [(c.params[param], stats.mean_ci(c.entries[enc]["scores"])) for c in vs
                        if enc in c.entries]

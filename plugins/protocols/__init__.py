@@ -15,13 +15,13 @@ from asc_bench_plugins.protocols.folds import fold_units
 
 @hookimpl
 def register_protocols(register):
-    register("fewshot-prototype", prototype.run, episodes=prototype.episodes,
+    register("fewshot-prototype", prototype.run, episodes=prototype.episodes, check=prototype.check,
              description="N-way K-shot episodes, nearest-centroid (squared Euclidean), "
                          "per-episode accuracy")
-    register("fewshot-logistic", logistic.run, episodes=logistic.episodes,
+    register("fewshot-logistic", logistic.run, episodes=logistic.episodes, check=logistic.check,
              description="K clips per class, L2-normalised logistic regression, rest as queries, "
                          "repeated over draws")
-    register("linear-probe", linear_probe.run, episodes=fold_units,
+    register("linear-probe", linear_probe.run, episodes=fold_units, check=linear_probe.check,
              description="standardised logistic regression per official fold, C by inner CV")
-    register("knn", knn.run, episodes=fold_units,
+    register("knn", knn.run, episodes=fold_units, check=knn.check,
              description="weighted k-NN on cosine similarity per official fold")

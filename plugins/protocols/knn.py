@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import EvalData, ProtocolResult, UsageError
+from asc_bench.api import EvalData, ListingInfo, ProtocolResult, UsageError
 from asc_bench_plugins.protocols.folds import make_folds
 from asc_bench_plugins.protocols.logistic import l2_normalise
 
@@ -70,8 +70,7 @@ def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
     return out
 
 
-def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
-    """The `knn` protocol (see the module docstring); `seed` is unused (nothing is random)."""
+def _settings(params: Mapping[str, Any]) -> tuple[int, str, float]:
     unknown = sorted(key for key in params if not key.startswith("_") and key not in _KNOWN)
     if unknown:
         raise UsageError(f"knn does not know params {unknown}; known: {sorted(_KNOWN)}")
@@ -79,9 +78,27 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UsageError(f"knn k must be a positive integer, got {k!r}")
     weighting = str(params.get("weighting", "exp"))
-    temperature = float(params.get("temperature", 0.07))
+    if weighting not in ("exp", "similarity", "uniform"):
+        raise UsageError(f"knn weighting must be exp, similarity or uniform, got {weighting!r}")
+    try:
+        temperature = float(params.get("temperature", 0.07))
+    except (TypeError, ValueError):
+        raise UsageError(f"knn temperature must be a number, got {params.get('temperature')!r}") from None
     if temperature <= 0:
         raise UsageError(f"knn temperature must be > 0, got {temperature}")
+    return k, weighting, temperature
+
+
+def check(info: ListingInfo, params: Mapping[str, Any], seed: int) -> None:
+    """Pre-check before any audio is decoded (ProtocolEntry.check): valid params, and the folds
+    build from the listing's splits exactly as `run` builds them."""
+    _settings(params)
+    make_folds(info.splits, params.get("folds", "official"))
+
+
+def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
+    """The `knn` protocol (see the module docstring); `seed` is unused (nothing is random)."""
+    k, weighting, temperature = _settings(params)
     folds = make_folds(data.splits, params.get("folds", "official"))
     y = np.asarray(data.labels, dtype=np.int64)
     scores, idx_all, ok_all = [], [], []

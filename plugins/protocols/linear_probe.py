@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from asc_bench.api import AscBenchError, EvalData, ProtocolResult, UsageError
+from asc_bench.api import AscBenchError, EvalData, ListingInfo, ProtocolResult, UsageError
 from asc_bench.evaluation.episodes import make_rng
 from asc_bench_plugins.protocols.folds import make_folds
 
@@ -119,3 +119,13 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
                           metric="accuracy", params=effective,
                           predictions={"index": idx[order], "correct": ok[order]}, notes=notes,
                           fold_sizes=folds.sizes)
+
+
+def check(info: ListingInfo, params: Mapping[str, Any], seed: int) -> None:
+    """Pre-check before any audio is decoded (ProtocolEntry.check): unknown params, and the folds
+    build from the listing's splits exactly as `run` builds them (values of Cs/inner_folds are
+    checked by `run`)."""
+    unknown = sorted(k for k in params if not k.startswith("_") and k not in _KNOWN)
+    if unknown:
+        raise UsageError(f"linear-probe does not know params {unknown}; known: {sorted(_KNOWN)}")
+    make_folds(info.splits, params.get("folds", "official"))

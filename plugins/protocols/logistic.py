@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import EpisodeOutcome, EvalData, ProtocolResult, UsageError
+from asc_bench.api import EpisodeOutcome, EvalData, ListingInfo, ProtocolResult, UsageError
 from asc_bench.evaluation.episodes import EpisodeParams, Episodes, sample_episodes
 
 _KNOWN = {"k_shot", "draws", "C", "query", "class_pool", "exclude_small_classes", "max_iter",
@@ -119,3 +119,12 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
                               support=ep.support_idx.reshape(ep.n_episodes, -1),
                               query=np.where(ep.query_mask, ep.query_idx, -1),
                               correct=query_correct))
+
+
+def check(info: ListingInfo, params: Mapping[str, Any], seed: int) -> None:
+    """Pre-check before any audio is decoded (ProtocolEntry.check): `run` itself on zero
+    embeddings of the listing with one draw (one tiny fit), so invalid params and classes with
+    fewer than k_shot + 1 clips fail in seconds."""
+    EpisodeParams.from_params({"n_way": "all", "k_shot": 1, "n_query": "rest",
+                               "episodes": params.get("draws", 10)})     # the real draw count
+    run(info.as_eval_data(), {**params, "draws": 1}, seed)

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import AscBenchError, EpisodeOutcome, EvalData, ProtocolResult, UsageError
+from asc_bench.api import AscBenchError, EpisodeOutcome, EvalData, ListingInfo, ProtocolResult, UsageError
 from asc_bench.evaluation.episodes import SAMPLING_KEYS, EpisodeParams, Episodes, sample_episodes
 
 GRAM_MAX_CLIPS = 16384                 # 16384^2 float32 = 1 GiB
@@ -211,3 +211,12 @@ def episode_units(ep: Episodes) -> list[dict[str, Any]]:
     sup = ep.support_idx.reshape(ep.n_episodes, -1).tolist()
     return [{"support": s, "query": ep.query_idx[i][ep.query_mask[i]].tolist()}
             for i, s in enumerate(sup)]
+
+
+def check(info: ListingInfo, params: Mapping[str, Any], seed: int) -> None:
+    """Pre-check before any audio is decoded (ProtocolEntry.check): `run` itself, on zero
+    embeddings of the listing and one episode. The same validation and sampler decide, so unknown
+    params, n_way against the classes and class counts against K + Q fail in seconds; the
+    feasibility of the draws does not depend on their number."""
+    EpisodeParams.from_params(params)          # the real episode count is validated too
+    run(info.as_eval_data(), {**params, "episodes": 1}, seed)
