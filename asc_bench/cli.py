@@ -266,6 +266,13 @@ def _print_runs(records: list[dict[str, Any]], console: Console) -> None:
         if r["skipped_files"]:
             console.print(f"[yellow]skipped {len(r['skipped_files'])} bad file(s)[/], e.g. "
                           f"{r['skipped_files'][0]['path']}: {r['skipped_files'][0]['reason']}", highlight=False)
+        for kind in ("class", "group"):
+            iv = (r.get("intervals") or {}).get(kind)
+            if iv and iv.get("half_width") is not None:
+                console.print(f"{r['encoder']['name']} on {r['task']['name']}: {kind}-level 95% interval "
+                              f"± {100 * iv['half_width']:.2f} % ({iv['method']}, {iv['n_units']} "
+                              f"{'classes' if kind == 'class' else 'groups'}; the CI above covers only the "
+                              f"episode draw)", highlight=False)
         if r.get("_path"):
             console.print(f"record: {r['_path']}", highlight=False)
 

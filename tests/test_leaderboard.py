@@ -415,3 +415,17 @@ def test_leaderboard_folds_use_the_corrected_t():
     assert _row(md, "b")[3].endswith(DAGGER)
     const = render_leaderboard([_fold_record("lp", "a", a), _fold_record("lp", "b", a - 0.01)])
     assert _row(const, "b")[3].endswith(UNPAIRED) and "no variance: cannot test" in const
+
+
+def test_compare_verdict_warns_when_the_class_interval_includes_zero():
+    rng = np.random.default_rng(8)
+    base = rng.uniform(0.4, 0.8, 200)
+    recs = [make_record("t", "a", base), make_record("t", "b", base + 0.03 + rng.normal(0, 0.01, 200))]
+    # per-class values: b wins on some classes and loses on others -> wide class interval
+    for r, sign in zip(recs, (0.0, 1.0)):
+        loo = {f"c{i}": 0.6 + sign * (0.03 + 0.2 * (-1) ** i) for i in range(8)}
+        r["intervals"] = {"class": {**stats.INTERVALS["class"], "loo": loo, "half_width": 0.1}}
+    pair = compare_records(recs, "t", ["a", "b"]).pairs[0]
+    iv = {i.kind: i for i in pair.intervals}["class"]
+    assert pair.decision == "better" and iv.low < 0 < iv.high
+    assert "class-level interval includes 0" in pair.verdict

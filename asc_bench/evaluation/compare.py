@@ -338,9 +338,14 @@ def _verdict(pair: PairResult, alpha: float) -> str:
         return f"cannot test: {why}"
     if pair.p_primary_holm <= alpha:
         word = "better" if pair.mean_diff > 0 else "worse"
+        wide = [iv.kind for iv in pair.intervals if iv.kind in ("class", "group")
+                and math.isfinite(iv.low) and iv.low <= 0.0 <= iv.high]
+        caveat = (f"; but the {' and '.join(wide)}-level interval includes 0: the difference "
+                  f"may not carry over to other {' or '.join(k + 'es' if k == 'class' else k + 's' for k in wide)}"
+                  if wide else "")
         return (f"{pair.encoder} is significantly {word} than {pair.reference} (primary "
                 f"{pair.primary_test}, Holm over {pair.family_size} comparisons: "
-                f"p={pair.p_primary_holm:.3g} <= {alpha:g})")
+                f"p={pair.p_primary_holm:.3g} <= {alpha:g}){caveat}")
     return (f"not separable at alpha={alpha:g} (primary {pair.primary_test}, Holm over "
             f"{pair.family_size} comparisons: p={pair.p_primary_holm:.3g})")
 

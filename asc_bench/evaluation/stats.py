@@ -423,6 +423,12 @@ class UnitLoo:
     mode: str                  # "episodes" or "queries" (module docstring)
 
 
+def _sorted_unique(x: np.ndarray) -> np.ndarray:
+    """np.unique by sorting (numpy 2's hash-based unique is much slower on large int arrays)."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if x.size else x
+
+
 def unit_loo(query_idx: np.ndarray, correct: np.ndarray, unit_of_clip: np.ndarray,
              support_idx: np.ndarray | None = None) -> UnitLoo:
     """theta_(-u) for the delete-one-unit jackknife (module docstring), vectorised.
@@ -449,7 +455,7 @@ def unit_loo(query_idx: np.ndarray, correct: np.ndarray, unit_of_clip: np.ndarra
         sup = np.asarray(support_idx, dtype=np.int64).reshape(e_all, -1)
         involved.append(np.repeat(np.arange(e_all), sup.shape[1]) * n_units
                         + units[sup.reshape(-1)])
-    codes = np.unique(np.concatenate(involved))
+    codes = _sorted_unique(np.concatenate(involved))
     u_of, e_of = codes % n_units, codes // n_units
     count = np.bincount(u_of, minlength=n_units)
     present = np.flatnonzero(count > 0)
@@ -458,16 +464,22 @@ def unit_loo(query_idx: np.ndarray, correct: np.ndarray, unit_of_clip: np.ndarra
         theta = (total - s_u[present]) / (e_all - count[present])
         return UnitLoo(present, theta, "episodes")
     # mode "queries": keep every episode, drop the unit's queries from its accuracy
-    qcodes, inv, n_eu = np.unique(e_rows * n_units + q_units, return_inverse=True,
-                                  return_counts=True)
-    c_eu = np.bincount(inv.reshape(-1), weights=ok[mask].astype(np.float64))
+    raw = e_rows * n_units + q_units
+    order = np.argsort(raw, kind="stable")
+    srt = raw[order]
+    first = np.r_[True, srt[1:] != srt[:-1]]
+    qcodes = srt[first]
+    inv = np.empty(raw.size, dtype=np.int64)
+    inv[order] = np.cumsum(first) - 1
+    n_eu = np.bincount(inv)
+    c_eu = np.bincount(inv, weights=ok[mask].astype(np.float64))
     pu, pe = qcodes % n_units, qcodes // n_units
     left = n_e[pe] - n_eu
     keep = left > 0
     acc_minus = np.where(keep, (ok.sum(axis=1)[pe] - c_eu) / np.maximum(left, 1), 0.0)
     delta = np.bincount(pu, weights=acc_minus - acc[pe], minlength=n_units)
     dropped = np.bincount(pu, weights=(~keep).astype(np.float64), minlength=n_units)
-    queried = np.unique(pu)
+    queried = _sorted_unique(pu)
     # episodes that lose all queries leave the mean: remove their (zeroed) term and count
     theta = (total + delta[queried]) / (e_all - dropped[queried])
     return UnitLoo(queried, theta, "queries")
