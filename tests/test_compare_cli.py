@@ -94,11 +94,13 @@ def test_sweep_writes_one_record_per_cell(demo_root, tmp_path):
 def test_compare_cli_on_four_constant_fold_differences_says_it_cannot_test(tmp_path):
     from test_leaderboard import make_record
 
+    from asc_bench.evaluation.records import seal
+
     a = np.array([12, 13, 11, 14]) / 18
     for enc, scores in (("a", a), ("b", a + 1 / 18)):
         rec = make_record("lp", enc, scores, unit="fold", episode_hash="F", params={"folds": "official"})
         rec["folds"] = {"n_train": [54] * 4, "n_test": [18] * 4}
-        (tmp_path / f"{enc}.json").write_text(json.dumps(rec))
+        (tmp_path / f"{enc}.json").write_text(json.dumps(seal(rec)))
     human = cli("compare", "--task", "lp", "a", "b", "--results-dir", str(tmp_path), "--margin", "1").stdout
     assert "no variance: cannot test" in human and "significant" not in human
     out = json.loads(cli("compare", "--task", "lp", "a", "b", "--results-dir", str(tmp_path), "--json").stdout)

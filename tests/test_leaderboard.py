@@ -14,6 +14,7 @@ from asc_bench.api import AscBenchError
 from asc_bench.evaluation import stats
 from asc_bench.evaluation.compare import compare_family, compare_records, format_comparison
 from asc_bench.evaluation.leaderboard import DAGGER, EQUIV, UNPAIRED, render_leaderboard, write_plots
+from asc_bench.evaluation.records import SCHEMA, seal
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -23,11 +24,11 @@ def make_record(task, encoder, scores, *, group="table2", seed=0, episode_hash="
                 macs=None, predictions=None, spec_hash="S1", fingerprint="F1", unit="episode"):
     scores = [float(s) for s in scores]
     return {
-        "schema": "asc-bench/result/1", "asc_bench_version": "0.1.0", "timestamp": timestamp,
+        "schema": SCHEMA, "asc_bench_version": "0.1.0", "timestamp": timestamp,
         "task": {"name": task, "spec_hash": spec_hash, "group": group, "dataset": "esc50",
                  "protocol": "fewshot-prototype", "description": "d"},
-        "encoder": {"name": encoder, "config": {}, "checkpoint_sha256": None, "params": n_params,
-                    "macs_per_s": macs},
+        "encoder": {"name": encoder, "label": encoder, "weights": f"sha256:{encoder}", "options": {},
+                    "config": {}, "checkpoint_sha256": None, "params": n_params, "macs_per_s": macs},
         "dataset": {"name": "esc50", "fingerprint": fingerprint, "n_clips": 100, "n_classes": 5},
         "seed": seed,
         "protocol": {"name": "fewshot-prototype",
