@@ -177,3 +177,36 @@ class RecipeEntry:
     recipe: Any                     # an object following asc_bench.training.loop.Recipe
     description: str = ""
     plugin: str = ""
+
+
+# --------------------------------------------------------------------------------------------- lazy imports
+def lazy(target: str) -> type:
+    """A stand-in for ``"package.module:attr"`` that imports the module only when it is called.
+
+    Plugins register heavy callables (an encoder builder, a loss class, a recipe class) through it, so
+    that loading the plugins for `asc-bench list` or `asc-bench plugins` imports no torch. Calling the
+    stand-in imports the module and returns ``attr(*args, **kwargs)``: the builder's result, or an
+    instance of the class. It is itself a class, so code that instantiates registered classes (the
+    training loop does ``recipe()``) works unchanged; ``.resolve()`` returns the target itself.
+    A missing module or attribute raises ImportError naming the target, at the first call.
+    """
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"lazy target must look like 'package.module:attr', got {target!r}")
+
+    def resolve(cls: type) -> Any:
+        import importlib
+
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ImportError(f"lazy target {target!r}: {module_name} has no attribute {attr!r}") from None
+        return obj
+
+    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return cls.resolve()(*args, **kwargs)
+
+    return type(f"lazy[{target}]", (), {"__new__": new, "resolve": classmethod(resolve), "target": target,
+                                         "__doc__": f"Imports and calls {target} on first use."})
