@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
-import numpy as np
+if TYPE_CHECKING:                   # annotations only: `asc-bench --version` need not import numpy
+    import numpy as np
 
 
 class AscBenchError(Exception):

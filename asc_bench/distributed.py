@@ -24,7 +24,7 @@ API (everything is a no-op or the identity in a single process, so callers never
 - ``distributed_sampler(dataset, *, shuffle, seed)``: a ``torch.utils.data.DistributedSampler`` for
   code that iterates over a dataset per epoch (None in a single process).
 
-Importing this module imports no torch (the CLI imports it for every command, including
+Importing this module imports neither torch nor numpy (the CLI imports it for every command, including
 ``--version``): torch is imported inside the functions that need it, and a process group can only exist
 once ``torch.distributed`` has been imported, so the single-process answers (``rank() == 0``,
 ``is_main()``...) are given without importing it.
@@ -48,9 +48,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 
@@ -280,6 +279,8 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 def gather_rows(local: np.ndarray | torch.Tensor, n: int) -> np.ndarray:
     """Reassemble per-rank ``shard_indices`` blocks into the full (n, ...) array on every rank."""
+    import numpy as np
+
     if not is_distributed() and isinstance(local, np.ndarray):
         full_np = np.ascontiguousarray(local)        # the single-process answer, without torch
         if full_np.shape[0] != n:
