@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 # The configuration lives in a torch-free module (`asc-bench list encoders` reads it).
-from asc_bench_plugins.contrastasc.arch import HEAD_NORMS, ProjectionConfig  # noqa: E402,F401
+from asc_bench_plugins.contrastasc.arch import HEAD_NORMS, ProjectionConfig  # noqa: F401
 
 
 class ProjectionHead(nn.Module):
