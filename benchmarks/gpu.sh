@@ -91,7 +91,8 @@ else
             echo "FAIL  torchrun: 2 ranks wrote another cache key than 1 process"
             failed+=(torchrun)
         else
-            run torchrun "$PY" "$CHECKS" same-cache "$WORK/one" "$WORK/two" "$KEY"
+            run torchrun "$PY" "$CHECKS" same-cache "$WORK/one" "$WORK/two" "$KEY" \
+                --backend "$([[ $DEVICE == cuda ]] && echo nccl || echo gloo)"
         fi
     fi
 fi

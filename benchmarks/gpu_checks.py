@@ -123,10 +123,13 @@ def check_autocast(args: argparse.Namespace) -> bool:
     wave, lengths = wave.to(args.device), lengths.to(args.device)
     ok = True
     for name in ("beats", "audiomae"):
+        # Built outside inference mode (parameters created inside it cannot be used outside later); the
+        # forward passes run inside it, as embedding extraction runs them.
+        encoders = {kind: build(name, kind, args.device, args.tiny) for kind in ("none", *COSINE_MIN)}
         with torch.inference_mode():
-            reference = build(name, "none", args.device, args.tiny)(wave, lengths).float()
+            reference = encoders["none"](wave, lengths).float()
             for kind, threshold in COSINE_MIN.items():
-                low = build(name, kind, args.device, args.tiny)(wave, lengths)
+                low = encoders[kind](wave, lengths)
                 finite = bool(torch.isfinite(low).all())
                 cos = torch.nn.functional.cosine_similarity(reference, low.float(), dim=1)
                 rel = float((low.float() - reference).norm(dim=1).max() / reference.norm(dim=1).min())
@@ -134,6 +137,7 @@ def check_autocast(args: argparse.Namespace) -> bool:
                               f"autocast {name} {kind} vs fp32 on {args.device}",
                               f"min cosine={float(cos.min()):.6f} (tol >= {threshold}), max rel L2={rel:.2e}, "
                               f"finite={finite}, dtype={str(low.dtype).replace('torch.', '')}")
+        del encoders
     return ok
 
 
@@ -185,7 +189,7 @@ def check_same_cache(args: argparse.Namespace) -> bool:
     if x.shape != y.shape:
         return verdict(False, "torchrun 2 ranks vs 1 process", f"shapes {x.shape} vs {y.shape}")
     rel = float(np.abs(x - y).max() / (np.abs(x).max() or 1.0))
-    return verdict(rel <= args.tol, "torchrun nccl 2 ranks vs 1 process, cached embeddings",
+    return verdict(rel <= args.tol, f"torchrun 2 ranks ({args.backend}) vs 1 process, cached embeddings",
                    f"{x.shape[0]} clips x {x.shape[1]}, max|diff|/max|a|={rel:.2e} (tol {args.tol:g})")
 
 
@@ -210,6 +214,7 @@ def main() -> None:
             p.add_argument("dir_b")
             p.add_argument("key")
             p.add_argument("--tol", type=float, default=1e-4)
+            p.add_argument("--backend", default="nccl", help="only labels the output")
     args = parser.parse_args()
     sys.exit(0 if checks[args.check](args) else 1)
 
