@@ -98,6 +98,7 @@ else
 fi
 
 section "summary"
+(( SECONDS > 300 )) && echo "WARN  took $SECONDS s, more than the 5 minutes this script is sized for"
 echo "device=$DEVICE gpus=$GPUS dry_run=$DRY failed=${#failed[@]} skipped=${#skipped[@]} seconds=$SECONDS"
 if (( ${#failed[@]} )); then
     echo "FAILED: ${failed[*]}"

@@ -147,6 +147,9 @@ def check_throughput(args: argparse.Namespace) -> bool:
     wave, lengths = waves(args.batch, args.seconds, seed=2)
     wave, lengths = wave.to(args.device), lengths.to(args.device)
     kinds = ["none", "bf16"] if args.device.startswith("cuda") or args.tiny else ["none"]
+    tf32 = torch.backends.cuda.matmul.allow_tf32 if args.device.startswith("cuda") else False
+    print(f"{args.batch} clips x {args.seconds:g} s per batch on {args.device}; fp32 matmuls in TF32: {tf32} "
+          f"(torch's default); TFLOP/s from the analytic FLOP counts")
     print(f"{'encoder':<10}{'autocast':>9}{'batch':>6}{'s/batch best':>14}{'median':>9}{'clips/s':>9}"
           f"{'TFLOP/s':>9}{'peak GiB':>9}")
     figures = []
