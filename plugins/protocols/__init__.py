@@ -9,18 +9,21 @@ ProtocolResult.params.
 from __future__ import annotations
 
 from asc_bench import hookimpl
-from asc_bench_plugins.protocols import knn, linear_probe, logistic, prototype
+from asc_bench.api import lazy
+
+# The protocol modules (numpy, scikit-learn) are imported when a protocol runs, not when plugins load.
+P = "asc_bench_plugins.protocols"
 
 
 @hookimpl
 def register_protocols(register):
-    register("fewshot-prototype", prototype.run,
+    register("fewshot-prototype", lazy(f"{P}.prototype:run"),
              description="N-way K-shot episodes, nearest-centroid (squared Euclidean), "
                          "per-episode accuracy")
-    register("fewshot-logistic", logistic.run,
+    register("fewshot-logistic", lazy(f"{P}.logistic:run"),
              description="K clips per class, L2-normalised logistic regression, rest as queries, "
                          "repeated over draws")
-    register("linear-probe", linear_probe.run,
+    register("linear-probe", lazy(f"{P}.linear_probe:run"),
              description="standardised logistic regression per official fold, C by inner CV")
-    register("knn", knn.run,
+    register("knn", lazy(f"{P}.knn:run"),
              description="weighted k-NN on cosine similarity per official fold")
