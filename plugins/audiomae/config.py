@@ -2,8 +2,9 @@
 
 `asc-bench list encoders` reads the parameter count and MACs from here: importing torch and building a
 model (even on the meta device) to count them costs seconds, the formulas microseconds.
-`tests/test_audiomae.py` checks both against really built `AudioViT` modules and the shape-based MAC
-counter, so the formulas cannot drift from the network.
+`tests/test_startup.py` checks the count against really built `AudioViT` modules (and every registered
+encoder's listed count against the encoder its builder makes), `tests/test_audiomae.py` the FLOPs
+against the shape-based MAC counter, so the formulas cannot drift from the network.
 """
 from __future__ import annotations
 

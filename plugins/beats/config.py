@@ -2,7 +2,8 @@
 form, without torch.
 
 `asc-bench list encoders` reads the parameter count and MACs from here instead of building a model;
-`tests/test_beats.py` checks both against really built `BEATs` modules and the shape-based MAC counter.
+`tests/test_startup.py` checks the count against really built `BEATs` modules, `tests/test_beats.py` the
+FLOPs against the shape-based MAC counter.
 """
 from __future__ import annotations
 

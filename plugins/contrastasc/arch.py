@@ -3,7 +3,7 @@ torch.
 
 `asc-bench list encoders` names the presets by parameter count and shows their MACs; both come from
 here (formulas, microseconds) instead of building models (importing torch alone costs seconds).
-`tests/test_cpmobile.py` checks `param_count` against really built `CPMobile` modules and `macs` against
+`tests/test_startup.py` checks `param_count` against really built `CPMobile` modules and `macs` against
 the shape-based counter `asc_bench.embedding.macs.count_macs`, for every preset and both variants.
 The network (`cpmobile.py`), heads (`heads.py`) and front end (`frontend.py`) import these names.
 """

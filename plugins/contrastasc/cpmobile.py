@@ -31,6 +31,7 @@ from asc_bench_plugins.contrastasc.arch import (DEFAULT_STRIDES, NORM_PLACEMENTS
                                                 CPMobileConfig, make_divisible, normalise_strides)
 from asc_bench_plugins.contrastasc.heads import ProjectionConfig, ProjectionHead  # noqa: F401
 
+
 def _conv_norm(c_in: int, c_out: int, kernel: int, stride: tuple[int, int] | int, groups: int = 1,
                act: bool = True) -> nn.Sequential:
     """conv (index 0) + BatchNorm (index 1) [+ ReLU]: the `x.0.weight` / `x.1.*` key layout."""
