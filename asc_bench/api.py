@@ -5,6 +5,7 @@ recipe is defined here; the core imports no plugin by name.
 """
 from __future__ import annotations
 
+import copyreg
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
@@ -189,7 +190,8 @@ def lazy(target: str) -> type:
     stand-in imports the module and returns ``attr(*args, **kwargs)``: the builder's result, or an
     instance of the class. It is itself a class, so code that instantiates registered classes (the
     training loop does ``recipe()``) works unchanged; ``.resolve()`` returns the target itself.
-    A missing module or attribute raises ImportError naming the target, at the first call.
+    A missing module or attribute raises ImportError naming the target, at the first call. Stand-ins
+    pickle by target.
     """
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
@@ -209,5 +211,17 @@ def lazy(target: str) -> type:
     def new(cls: type, *args: Any, **kwargs: Any) -> Any:
         return cls.resolve()(*args, **kwargs)
 
-    return type(f"lazy[{target}]", (), {"__new__": new, "resolve": classmethod(resolve), "target": target,
-                                         "__doc__": f"Imports and calls {target} on first use."})
+    return _LazyType(f"lazy[{target}]", (), {"__new__": new, "resolve": classmethod(resolve), "target": target,
+                                              "__doc__": f"Imports and calls {target} on first use."})
+
+
+class _LazyType(type):
+    """Metaclass of `lazy` stand-ins, so that they pickle as `lazy(target)` (e.g. in cluster job
+    payloads; pickle stores other classes by module and name, which a stand-in has not)."""
+
+
+def _reduce_lazy(cls: _LazyType) -> tuple[Any, tuple[str]]:
+    return lazy, (cls.target,)                          # type: ignore[attr-defined]
+
+
+copyreg.pickle(_LazyType, _reduce_lazy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 
@@ -66,6 +67,8 @@ def test_lazy_calls_functions_and_instantiates_classes():
     assert lazy("collections:OrderedDict").resolve() is __import__("collections").OrderedDict
     made = lazy("fractions:Fraction")(3, 6)
     assert type(made).__name__ == "Fraction" and made == 0.5
+    again = pickle.loads(pickle.dumps(join))
+    assert again.target == "os.path:join" and again("a", "b") == join("a", "b")
     with pytest.raises(ValueError, match="package.module:attr"):
         lazy("os.path.join")
     with pytest.raises(ImportError, match="no attribute 'nope'"):
