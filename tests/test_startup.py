@@ -171,3 +171,22 @@ def test_every_builtin_summary_equals_its_randomly_built_encoder():
         checked.append(name)
         del encoder
     assert {"audiomae", "beats", "uamix-mae", "contrastasc-cpm-6k", "contrastasc-cpm-126k"} <= set(checked)
+
+
+def test_single_process_distributed_answers_import_no_torch():
+    """What the CLI and a fully cached run ask of `asc_bench.distributed` in one process needs no torch."""
+    code = """
+import sys
+import numpy as np
+from asc_bench import distributed as dist
+info = dist.init(device="cpu")
+rows = dist.gather_rows(np.arange(6, dtype=np.float32).reshape(3, 2), 3)
+dist.barrier()
+assert (info.world_size, dist.rank(), dist.world_size(), dist.is_main(), dist.is_distributed()) == (1, 0, 1, True, False)
+assert rows.tolist() == [[0, 1], [2, 3], [4, 5]] and dist.info().backend is None
+print(sorted(m for m in ("torch", "scipy") if m in sys.modules))
+"""
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
