@@ -5,11 +5,13 @@ recipe is defined here; the core imports no plugin by name.
 """
 from __future__ import annotations
 
+import copyreg
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
-import numpy as np
+if TYPE_CHECKING:                   # annotations only: `asc-bench --version` need not import numpy
+    import numpy as np
 
 
 class AscBenchError(Exception):
@@ -275,3 +277,49 @@ class RecipeEntry:
     recipe: Any                     # an object following asc_bench.training.loop.Recipe
     description: str = ""
     plugin: str = ""
+
+
+# --------------------------------------------------------------------------------------------- lazy imports
+def lazy(target: str) -> type:
+    """A stand-in for ``"package.module:attr"`` that imports the module only when it is called.
+
+    Plugins register heavy callables (an encoder builder, a loss class, a recipe class) through it, so
+    that loading the plugins for `asc-bench list` or `asc-bench plugins` imports no torch. Calling the
+    stand-in imports the module and returns ``attr(*args, **kwargs)``: the builder's result, or an
+    instance of the class. It is itself a class, so code that instantiates registered classes (the
+    training loop does ``recipe()``) works unchanged; ``.resolve()`` returns the target itself.
+    A missing module or attribute raises ImportError naming the target, at the first call. Stand-ins
+    pickle by target.
+    """
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"lazy target must look like 'package.module:attr', got {target!r}")
+
+    def resolve(cls: type) -> Any:
+        import importlib
+
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ImportError(f"lazy target {target!r}: {module_name} has no attribute {attr!r}") from None
+        return obj
+
+    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return cls.resolve()(*args, **kwargs)
+
+    return _LazyType(f"lazy[{target}]", (), {"__new__": new, "resolve": classmethod(resolve), "target": target,
+                                              "__doc__": f"Imports and calls {target} on first use."})
+
+
+class _LazyType(type):
+    """Metaclass of `lazy` stand-ins, so that they pickle as `lazy(target)` (e.g. in cluster job
+    payloads; pickle stores other classes by module and name, which a stand-in has not)."""
+
+
+def _reduce_lazy(cls: _LazyType) -> tuple[Any, tuple[str]]:
+    return lazy, (cls.target,)                          # type: ignore[attr-defined]
+
+
+copyreg.pickle(_LazyType, _reduce_lazy)

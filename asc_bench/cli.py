@@ -93,10 +93,10 @@ def list_cmd(kind: str, as_json: bool) -> None:
 
 
 def _list_rows(kind: str) -> list[dict[str, Any]]:
-    from asc_bench.tasks import discover_tasks
-
     manager = _manager()
     if kind == "tasks":
+        from asc_bench.tasks import discover_tasks
+
         return [{"name": t.name, "dataset": t.dataset, "protocol": t.protocol, "group": t.group,
                  "description": t.description} for t in sorted(discover_tasks(manager.task_dirs).values(),
                                                                 key=lambda t: t.name)]

@@ -24,6 +24,11 @@ API (everything is a no-op or the identity in a single process, so callers never
 - ``distributed_sampler(dataset, *, shuffle, seed)``: a ``torch.utils.data.DistributedSampler`` for
   code that iterates over a dataset per epoch (None in a single process).
 
+Importing this module imports neither torch nor numpy (the CLI imports it for every command, including
+``--version``): torch is imported inside the functions that need it, and a process group can only exist
+once ``torch.distributed`` has been imported, so the single-process answers (``rank() == 0``,
+``is_main()``...) are given without importing it.
+
 Typical extraction pattern (what the embedding cache does)::
 
     dist = init()
@@ -36,13 +41,16 @@ Typical extraction pattern (what the embedding cache does)::
 """
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
-import torch
-import torch.distributed as tdist
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,18 @@ def env_info() -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local, backend=None, device="cpu")
 
 
+def _tdist() -> ModuleType:
+    import torch.distributed as tdist
+
+    return tdist
+
+
+def _initialized() -> bool:
+    """Whether a process group exists; never imports torch (no import, no process group)."""
+    tdist = sys.modules.get("torch.distributed")
+    return tdist is not None and tdist.is_available() and tdist.is_initialized()
+
+
 def init(device: str | None = None) -> DistInfo:
     """Join torchrun's process group when ``WORLD_SIZE > 1`` (idempotent).
 
@@ -75,9 +95,12 @@ def init(device: str | None = None) -> DistInfo:
     torch keeps is the only state, and ``info()`` reads it back.
     """
     env = env_info()
-    use_cuda = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
+    use_cuda = (device or "").startswith("cuda") or (device is None and _cuda_available())
     if env.world_size <= 1:
         return DistInfo(0, 1, 0, None, "cuda" if use_cuda else "cpu")
+    import torch
+
+    tdist = _tdist()
     if use_cuda:
         torch.cuda.set_device(env.local_rank)
     if not tdist.is_initialized():
@@ -86,32 +109,39 @@ def init(device: str | None = None) -> DistInfo:
     return info()
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def shutdown() -> None:
     """Leave the process group (call once at the end of a torchrun entry point)."""
-    if tdist.is_available() and tdist.is_initialized():
-        tdist.destroy_process_group()
+    if _initialized():
+        _tdist().destroy_process_group()
 
 
 def info() -> DistInfo:
     """The process group as torch holds it (or the environment's view before ``init``)."""
     env = env_info()
-    if not (tdist.is_available() and tdist.is_initialized()):
+    if not _initialized():
         return env
+    tdist = _tdist()
     backend = str(tdist.get_backend())
     device = f"cuda:{env.local_rank}" if backend == "nccl" else "cpu"
     return DistInfo(tdist.get_rank(), tdist.get_world_size(), env.local_rank, backend, device)
 
 
 def is_distributed() -> bool:
-    return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
+    return _initialized() and _tdist().get_world_size() > 1
 
 
 def rank() -> int:
-    return tdist.get_rank() if is_distributed() else 0
+    return _tdist().get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
-    return tdist.get_world_size() if is_distributed() else 1
+    return _tdist().get_world_size() if is_distributed() else 1
 
 
 def is_main() -> bool:
@@ -120,10 +150,12 @@ def is_main() -> bool:
 
 def barrier() -> None:
     if is_distributed():
-        tdist.barrier()
+        _tdist().barrier()
 
 
 def _comm_device() -> torch.device:
+    import torch
+
     # nccl only moves CUDA tensors; gloo only CPU ones.
     return torch.device(info().device) if info().backend == "nccl" else torch.device("cpu")
 
@@ -164,6 +196,9 @@ def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's ``t`` (same trailing shape; the first dimension may differ), in rank order."""
     if not is_distributed():
         return [t]
+    import torch
+
+    tdist = _tdist()
     dev = _comm_device()
     x = t.detach().to(dev).contiguous()
     sizes = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(world_size())]
@@ -177,7 +212,11 @@ def all_gather(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
-    return torch.cat(all_gather(t), dim=0) if is_distributed() else t
+    if not is_distributed():
+        return t
+    import torch
+
+    return torch.cat(all_gather(t), dim=0)
 
 
 def all_gather_grad(t: torch.Tensor) -> torch.Tensor:
@@ -189,31 +228,41 @@ def all_gather_grad(t: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return t
-    return _GatherWithGrad.apply(t)
+    return _gather_with_grad().apply(t)
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """Forward: concatenate all ranks' rows. Backward: sum the gradients every rank computed for the
-    gathered tensor (all-reduce) and keep the owner's rows (a reduce-scatter built from gloo-safe ops)."""
+@functools.cache
+def _gather_with_grad() -> type:
+    """The autograd function, defined on first use so that importing this module needs no torch."""
+    import torch
 
-    @staticmethod
-    def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.rows = t.shape[0]
-        parts = [torch.empty_like(t) for _ in range(world_size())]
-        tdist.all_gather(parts, t.contiguous())
-        return torch.cat(parts, dim=0)
+    tdist = _tdist()
 
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        tdist.all_reduce(grad, op=tdist.ReduceOp.SUM)
-        start = rank() * ctx.rows
-        return grad[start:start + ctx.rows]
+    class _GatherWithGrad(torch.autograd.Function):
+        """Forward: concatenate all ranks' rows. Backward: sum the gradients every rank computed for the
+        gathered tensor (all-reduce) and keep the owner's rows (a reduce-scatter built from gloo-safe ops)."""
+
+        @staticmethod
+        def forward(ctx: Any, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            ctx.rows = t.shape[0]
+            parts = [torch.empty_like(t) for _ in range(world_size())]
+            tdist.all_gather(parts, t.contiguous())
+            return torch.cat(parts, dim=0)
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            grad = grad.contiguous().clone()
+            tdist.all_reduce(grad, op=tdist.ReduceOp.SUM)
+            start = rank() * ctx.rows
+            return grad[start:start + ctx.rows]
+
+    return _GatherWithGrad
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return t
+    tdist = _tdist()
     x = t.detach().to(_comm_device()).clone()
     tdist.all_reduce(x, op=tdist.ReduceOp.SUM)
     return (x / world_size()).to(t.device)
@@ -224,12 +273,22 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not is_distributed():
         return obj
     box = [obj]
-    tdist.broadcast_object_list(box, src=src)
+    _tdist().broadcast_object_list(box, src=src)
     return box[0]
 
 
 def gather_rows(local: np.ndarray | torch.Tensor, n: int) -> np.ndarray:
     """Reassemble per-rank ``shard_indices`` blocks into the full (n, ...) array on every rank."""
+    import numpy as np
+
+    if not is_distributed() and isinstance(local, np.ndarray):
+        full_np = np.ascontiguousarray(local)        # the single-process answer, without torch
+        if full_np.shape[0] != n:
+            raise RuntimeError(f"gathered {full_np.shape[0]} rows, expected {n}: did every rank embed the "
+                               f"block shard_indices(n, rank, world) gave it?")
+        return full_np
+    import torch
+
     t = torch.as_tensor(np.ascontiguousarray(local)) if isinstance(local, np.ndarray) else local
     full = all_gather_cat(t)
     if full.shape[0] != n:
@@ -240,6 +299,8 @@ def gather_rows(local: np.ndarray | torch.Tensor, n: int) -> np.ndarray:
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a ``DistributedDataParallel`` wrapper (or the module itself)."""
+    import torch
+
     return model.module if hasattr(model, "module") and isinstance(
         model, torch.nn.parallel.DistributedDataParallel) else model
 
@@ -251,6 +312,8 @@ def wrap_ddp(model: torch.nn.Module, *, find_unused: bool = True) -> torch.nn.Mo
     kwargs: dict[str, Any] = {"find_unused_parameters": find_unused}
     if info().backend == "nccl":
         kwargs["device_ids"] = [info().local_rank]
+    import torch
+
     return torch.nn.parallel.DistributedDataParallel(model, **kwargs)
 
 

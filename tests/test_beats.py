@@ -218,7 +218,7 @@ def test_plugin_registers_beats():
     seen = {}
     beats.register_encoders(register=lambda name, build, **meta: seen.setdefault(name, (build, meta)))
     build, meta = seen["beats"]
-    assert build is build_beats and meta["requires_weights"] is True and callable(meta["summary"])
+    assert build.resolve() is build_beats and meta["requires_weights"] is True and callable(meta["summary"])
 
 
 def test_analytic_flops_agree_with_the_shape_counter():

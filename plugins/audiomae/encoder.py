@@ -21,9 +21,10 @@ from torch import nn
 from asc_bench.api import CheckpointError, EncoderRequest, UsageError
 from asc_bench.embedding.checkpoints import find_state_dict, load_into, read_checkpoint, sha256_file
 from asc_bench.embedding.frontends import AUDIOMAE, AUDIOMAE_MEAN, AUDIOMAE_STD, audiomae_input, kaldi_fbank
+from asc_bench_plugins.audiomae.config import summary as config_summary
 from asc_bench_plugins.audiomae.vit import AudioViT, ViTConfig, flops_per_input
 from asc_bench_plugins.encoder_common import (AUTOCAST_DTYPES, Option, autocast, build_seeded, choice,
-                                              count_params_meta, parse_options, positive_float, positive_int)
+                                              parse_options, positive_float, positive_int)
 
 SIZE_OPTIONS = ("dim", "depth")
 OPTIONS: dict[str, Option] = {
@@ -159,8 +160,5 @@ def build_audiomae(request: EncoderRequest) -> AudioMAEEncoder:
 
 
 def summary() -> dict[str, Any]:
-    cfg = ViTConfig()
-    return {"params": count_params_meta(lambda: AudioViT(cfg)),
-            "macs_per_s": flops_per_input(cfg) / 2 / (cfg.input_frames / 100.0),
-            "embed_dim": cfg.embed_dim, "sample_rate": 16000,
-            "input": "Kaldi fbank, 128 mel, hanning, 1024-frame windows (10.24 s)"}
+    """ViT-B facts for `asc-bench list encoders`, in closed form (no torch; see `config.summary`)."""
+    return config_summary()

@@ -7,49 +7,12 @@ is not the obvious one). Trainable as an ordinary module; the encoder wrapper ad
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LN_EPS = 1e-6
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_hidden: int = 3072
-    patch: int = 16
-    mel_bins: int = 128
-    num_patches: int = 512          # (1024 / 16) x (128 / 16)
-    num_classes: int = 0            # 0 = no head
-
-    @property
-    def input_frames(self) -> int:
-        return self.num_patches // (self.mel_bins // self.patch) * self.patch
-
-    def check(self) -> None:
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed dim {self.embed_dim} is not a multiple of num_heads={self.num_heads}")
-        if self.num_patches % (self.mel_bins // self.patch):
-            raise ValueError(f"{self.num_patches} patches do not tile {self.mel_bins} mel bins")
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, torch.Tensor], num_heads: int) -> "ViTConfig":
-        """Sizes a checkpoint carries: width and patches from `pos_embed`, depth from `blocks.N`, head."""
-        pos = state["pos_embed"]
-        depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
-        head = state.get("head.weight")
-        mlp = state.get("blocks.0.mlp.fc1.weight")
-        patch = state.get("patch_embed.proj.weight")
-        return cls(embed_dim=int(pos.shape[-1]), depth=depth, num_heads=num_heads,
-                   mlp_hidden=int(mlp.shape[0]) if mlp is not None else 4 * int(pos.shape[-1]),
-                   patch=int(patch.shape[-1]) if patch is not None else 16,
-                   num_patches=int(pos.shape[1]) - 1, num_classes=int(head.shape[0]) if head is not None else 0)
+# The configuration and its closed-form sizes live in a torch-free module (`asc-bench list encoders`).
+from asc_bench_plugins.audiomae.config import LN_EPS, ViTConfig, flops_per_input, param_count  # noqa: F401
 
 
 class PatchEmbed(nn.Module):
@@ -140,12 +103,3 @@ class AudioViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.pool(self.forward_tokens(x))
         return pooled if self.head is None else self.head(pooled)
-
-
-def flops_per_input(cfg: ViTConfig) -> float:
-    """Analytic FLOPs (2 x multiply-adds of the convolution and matmuls) of one model input."""
-    tokens = cfg.num_patches + 1
-    d = cfg.embed_dim
-    patch = 2 * cfg.num_patches * d * cfg.patch * cfg.patch
-    per_block = 2 * tokens * (4 * d * d + 2 * d * cfg.mlp_hidden) + 2 * 2 * tokens * tokens * d
-    return float(patch + per_block * cfg.depth)

@@ -4,13 +4,15 @@ from __future__ import annotations
 from typing import Callable
 
 from asc_bench import hookimpl
+from asc_bench.api import lazy
 
 
 @hookimpl
 def register_encoders(register: Callable[..., None]) -> None:
-    # Imported here so that listing plugins does not pay for building anything.
-    from asc_bench_plugins.beats.encoder import build_beats, summary
+    # Registration imports no torch: the builder is imported when called, the summary is closed-form.
+    from asc_bench_plugins.beats.config import summary
 
-    register("beats", build_beats, requires_weights=True, summary=summary,
+    register("beats", lazy("asc_bench_plugins.beats.encoder:build_beats"), requires_weights=True,
+             summary=summary,
              description="BEATs iter3 transformer (official .pt: pre-trained or AS2M fine-tuned); "
                          "mean of last-layer tokens, 768-d")

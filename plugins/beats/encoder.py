@@ -17,9 +17,10 @@ from torch import nn
 from asc_bench.api import CheckpointError, EncoderRequest, UsageError
 from asc_bench.embedding.checkpoints import load_into, read_checkpoint, sha256_file
 from asc_bench.embedding.frontends import BEATS, BEATS_MEAN, BEATS_STD, ClipTooShortError, beats_normalise, kaldi_fbank
+from asc_bench_plugins.beats.config import summary as config_summary
 from asc_bench_plugins.beats.model import BEATs, BEATsConfig, flops_per_clip
 from asc_bench_plugins.encoder_common import (AUTOCAST_DTYPES, Option, autocast, build_seeded, choice,
-                                              count_params_meta, parse_options, positive_float, positive_int)
+                                              parse_options, positive_float, positive_int)
 
 POOLINGS = ("mean", "max", "meanmax", "meanstd")
 SIZE_OPTIONS = {"layers": "encoder_layers", "dim": "encoder_embed_dim", "ffn_dim": "encoder_ffn_embed_dim",
@@ -189,8 +190,5 @@ def build_beats(request: EncoderRequest) -> BEATsEncoder:
 
 
 def summary() -> dict[str, Any]:
-    cfg = BEATsConfig()
-    return {"params": count_params_meta(lambda: BEATs(cfg)),
-            "macs_per_s": flops_per_clip(cfg, 998)["total"] / 2 / 10.0,
-            "embed_dim": cfg.encoder_embed_dim, "sample_rate": 16000,
-            "input": "Kaldi fbank, 128 mel, x2^15, povey window, any length"}
+    """BEATs iter3 facts for `asc-bench list encoders`, in closed form (no torch; see `config.summary`)."""
+    return config_summary()

@@ -9,74 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The configuration and its closed-form sizes live in a torch-free module (`asc-bench list encoders`).
+from asc_bench_plugins.beats.config import BEATsConfig, flops_per_clip, param_count  # noqa: F401
 from asc_bench_plugins.beats.pos_conv import PosConv
-
-_TRAINING_ONLY = {"dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input",
-                  "layer_wise_gradient_decay_ratio", "predictor_dropout"}
-
-
-@dataclass(frozen=True)
-class BEATsConfig:
-    """The fields of the official `cfg` dict that shape inference (defaults: BEATs iter3)."""
-
-    encoder_layers: int = 12
-    encoder_embed_dim: int = 768
-    encoder_ffn_embed_dim: int = 3072
-    encoder_attention_heads: int = 12
-    activation_fn: str = "gelu"
-    layer_norm_first: bool = False
-    conv_bias: bool = False
-    conv_pos: int = 128
-    conv_pos_groups: int = 16
-    relative_position_embedding: bool = True
-    num_buckets: int = 320
-    max_distance: int = 800
-    gru_rel_pos: bool = True
-    deep_norm: bool = True
-    input_patch_size: int = 16
-    embed_dim: int = 512
-    finetuned_model: bool = False
-    predictor_class: int = 527
-
-    @classmethod
-    def from_cfg(cls, cfg: Mapping[str, Any]) -> "BEATsConfig":
-        """Build from a checkpoint's `cfg`; training-only and unknown fields are ignored as upstream does."""
-        known = {f.name for f in fields(cls)}
-        cfg = {k: v for k, v in cfg.items() if k in known}
-        config = cls(**cfg)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        if self.layer_norm_first:
-            raise ValueError("BEATs cfg has layer_norm_first=True; only the released post-LN layout "
-                             "(layer_norm_first=False, all iter3 checkpoints) is implemented")
-        if self.activation_fn != "gelu":
-            raise ValueError(f"BEATs cfg activation_fn={self.activation_fn!r}; only 'gelu' is implemented")
-        if self.encoder_embed_dim % self.encoder_attention_heads:
-            raise ValueError("encoder_embed_dim must be a multiple of encoder_attention_heads")
-        if self.encoder_embed_dim % self.conv_pos_groups:
-            raise ValueError("encoder_embed_dim must be a multiple of conv_pos_groups")
-
-    @property
-    def head_dim(self) -> int:
-        return self.encoder_embed_dim // self.encoder_attention_heads
-
-    @property
-    def deep_norm_alpha(self) -> float:
-        return (2.0 * self.encoder_layers) ** 0.25 if self.deep_norm else 1.0
-
-    @property
-    def mel_patches(self) -> int:
-        return 128 // self.input_patch_size
-
 
 def relative_position_bucket(query_len: int, key_len: int, num_buckets: int, max_distance: int,
                              device: torch.device | None = None) -> torch.Tensor:
@@ -324,27 +265,3 @@ class BEATs(nn.Module):
             return torch.sigmoid(logits.mean(dim=1))
         keep = (~token_mask).unsqueeze(-1).to(logits.dtype)
         return torch.sigmoid((logits * keep).sum(dim=1) / keep.sum(dim=1))
-
-
-def flops_per_clip(cfg: BEATsConfig, num_frames: int, predictor: bool = False) -> dict[str, float]:
-    """Analytic FLOPs (2 x multiply-adds of convolutions and matmuls) of one clip, by part.
-
-    Counts the computation as upstream defines it, whatever algorithm evaluates it here: the positional
-    convolution as the direct grouped convolution, the gate as grep_linear (64 -> 8) on every head's
-    query (folded here into a (2H, D) projection of x, a 0.1% difference).
-    """
-    patch = cfg.input_patch_size
-    tokens = (num_frames // patch) * cfg.mel_patches
-    d, ffn = cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim
-    patch_flops = 2 * tokens * cfg.embed_dim * patch * patch
-    if cfg.embed_dim != d:
-        patch_flops += 2 * tokens * cfg.embed_dim * d
-    conv = 2 * tokens * d * (d // cfg.conv_pos_groups) * cfg.conv_pos
-    per_layer = 2 * tokens * (4 * d * d + 2 * d * ffn) + 2 * 2 * tokens * tokens * d
-    if cfg.gru_rel_pos:
-        per_layer += 2 * tokens * d * 8
-    out = {"patch": float(patch_flops), "pos_conv": float(conv), "layers": float(per_layer * cfg.encoder_layers)}
-    if predictor and cfg.finetuned_model:
-        out["predictor"] = float(2 * tokens * d * cfg.predictor_class)
-    out["total"] = sum(out.values())
-    return out

@@ -21,121 +21,15 @@ All other BatchNorms stay (the spec gives no hint they were replaced).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
-from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from asc_bench_plugins.contrastasc.heads import ProjectionConfig, ProjectionHead
-
-VARIANTS = ("dcase23", "dcase24")
-NORMS = ("batch", "layer")
-NORM_PLACEMENTS = ("head", "projection", "both")
-DEFAULT_STRIDES: dict[str, dict[str, tuple[int, int]]] = {
-    "dcase23": {"b2": (2, 2), "b4": (2, 1)},
-    "dcase24": {"b2": (1, 1), "b3": (1, 2), "b4": (2, 1)},
-}
-
-
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """MobileNet rounding: nearest multiple of `divisor`, never more than 10% below `v`."""
-    min_value = divisor if min_value is None else min_value
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
-
-
-@dataclass(frozen=True)
-class CPMobileConfig:
-    """Every setting that shapes a CP-Mobile; `strides=None` means the variant's official strides (and
-    strides equal to them are stored as None)."""
-
-    variant: str = "dcase23"
-    base_channels: int = 32
-    multiplier: float = 2.3
-    expansion: float = 3.0
-    blocks: tuple[int, ...] = (3, 2, 1)
-    strides: tuple[tuple[str, tuple[int, int]], ...] | None = None
-    n_classes: int = 10
-    norm: str = "batch"
-    norm_placement: str = "head"
-    projection: ProjectionConfig | None = None
-    in_channels: int = 1
-
-    def __post_init__(self) -> None:
-        for name, value, valid in (("variant", self.variant, VARIANTS), ("norm", self.norm, NORMS),
-                                   ("norm_placement", self.norm_placement, NORM_PLACEMENTS)):
-            if value not in valid:
-                raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
-        if len(self.blocks) != 3 or min(self.blocks) < 1:
-            raise ValueError(f"blocks must be three positive stage depths, got {self.blocks}")
-        if self.norm == "layer" and self.norm_placement in ("projection", "both") and self.projection is None:
-            raise ValueError("norm_placement=projection puts the LayerNorm in the projection head, but the "
-                             "model has none: give it a projection head (projection_dim) or use head")
-        if self.strides is not None:
-            strides = normalise_strides(dict(self.strides))
-            # Spelled-out official strides mean "the variant's strides": one canonical form, so equal
-            # architectures compare equal (e.g. a config read back from a student's JSON).
-            object.__setattr__(self, "strides", None if dict(strides) == DEFAULT_STRIDES[self.variant] else strides)
-        n_total = sum(self.blocks)
-        for name, _ in self.stride_map().items():
-            if not (name.startswith("b") and name[1:].isdigit() and 1 <= int(name[1:]) <= n_total):
-                raise ValueError(f"stride key {name!r} names no block (blocks are b1..b{n_total})")
-
-    def stride_map(self) -> dict[str, tuple[int, int]]:
-        if self.strides is None:
-            return dict(DEFAULT_STRIDES[self.variant])
-        return {k: (int(v[0]), int(v[1])) for k, v in self.strides}
-
-    @property
-    def head_norm(self) -> str:
-        return "layer" if self.norm == "layer" and self.norm_placement in ("head", "both") else "batch"
-
-    @property
-    def projection_norm(self) -> str:
-        return "layer" if self.norm == "layer" and self.norm_placement in ("projection", "both") else "none"
-
-    def channels(self) -> list[int]:
-        """[C0, C1, C2, C3]: stem output then the output width of each stage."""
-        c0 = make_divisible(self.base_channels, 8)
-        return [c0] + [make_divisible(c0 * self.multiplier ** k, 8) for k in range(3)]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; strides are written out explicitly so the file does not depend on defaults."""
-        return {"variant": self.variant, "base_channels": self.base_channels, "multiplier": self.multiplier,
-                "expansion": self.expansion, "blocks": list(self.blocks),
-                "strides": {k: list(v) for k, v in self.stride_map().items()},
-                "n_classes": self.n_classes, "norm": self.norm, "norm_placement": self.norm_placement,
-                "projection": None if self.projection is None else self.projection.to_dict(),
-                "in_channels": self.in_channels}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CPMobileConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown CP-Mobile config fields {unknown}; valid: {sorted(known)}")
-        strides = data.get("strides")
-        proj = data.get("projection")
-        return cls(variant=str(data.get("variant", "dcase23")),
-                   base_channels=int(data.get("base_channels", 32)),
-                   multiplier=float(data.get("multiplier", 2.3)), expansion=float(data.get("expansion", 3.0)),
-                   blocks=tuple(int(b) for b in data.get("blocks", (3, 2, 1))),
-                   strides=None if strides is None else normalise_strides(strides),
-                   n_classes=int(data.get("n_classes", 10)), norm=str(data.get("norm", "batch")),
-                   norm_placement=str(data.get("norm_placement", "head")),
-                   projection=None if proj is None else ProjectionConfig.from_dict(proj),
-                   in_channels=int(data.get("in_channels", 1)))
-
-    def with_(self, **changes: Any) -> "CPMobileConfig":
-        return replace(self, **changes)
-
-
-def normalise_strides(strides: Mapping[str, Any]) -> tuple[tuple[str, tuple[int, int]], ...]:
-    return tuple(sorted((str(k), (int(v[0]), int(v[1]))) for k, v in strides.items()))
+# The configuration and its closed-form sizes live in a torch-free module (`asc-bench list encoders`).
+from asc_bench_plugins.contrastasc.arch import (DEFAULT_STRIDES, NORM_PLACEMENTS, NORMS, VARIANTS,  # noqa: F401
+                                                CPMobileConfig, make_divisible, normalise_strides)
+from asc_bench_plugins.contrastasc.heads import ProjectionConfig, ProjectionHead  # noqa: F401
 
 
 def _conv_norm(c_in: int, c_out: int, kernel: int, stride: tuple[int, int] | int, groups: int = 1,

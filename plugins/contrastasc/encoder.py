@@ -11,67 +11,26 @@ scene clips have one group).
 
 Sizes are named by parameter count: the DCASE23 classifier count with 10 classes, truncated to three
 significant figures and written in whole thousands (5,734 -> 6k, 18,636 -> 19k, 126,952 -> 126k, the
-paper's "126K"). MACs are counted on a meta-device copy for one second of audio (the model's MACs; the
-STFT frontend is not counted, as in the DCASE complexity rules).
+paper's "126K"). MACs are for one second of audio (the model's MACs; the STFT frontend is not counted,
+as in the DCASE complexity rules). Both come in closed form from `arch.py`, which imports no torch.
 """
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from asc_bench.api import CheckpointError, EncoderRequest, UsageError
 from asc_bench.embedding.checkpoints import find_state_dict, load_into, read_checkpoint, sha256_file, strip_prefix
-from asc_bench.embedding.macs import count_macs
 from asc_bench_plugins.contrastasc.checkpoint import is_student_checkpoint, load_student, student_paths
-from asc_bench_plugins.contrastasc.cpmobile import (CPMobile, CPMobileConfig, count_parameters, count_parameters_of,
-                                                    normalise_strides)
-from asc_bench_plugins.contrastasc.frontend import N_MELS, SAMPLE_RATE, LogMel, n_frames
+# Presets, names and sizes are torch-free (asc_bench_plugins.contrastasc.arch); re-exported here.
+from asc_bench_plugins.contrastasc.arch import (PRESETS, Preset, macs_per_second, preset_name,  # noqa: F401
+                                                size_label, summary_of)
+from asc_bench_plugins.contrastasc.cpmobile import CPMobile, CPMobileConfig, normalise_strides
+from asc_bench_plugins.contrastasc.frontend import SAMPLE_RATE, LogMel
 from asc_bench_plugins.contrastasc.heads import ProjectionConfig
 from asc_bench_plugins.contrastasc.options import ARCH_OPTIONS, parse_options
-
-
-@dataclass(frozen=True)
-class Preset:
-    base_channels: int
-    multiplier: float
-    expansion: float
-
-    def config(self) -> CPMobileConfig:
-        return CPMobileConfig(base_channels=self.base_channels, multiplier=self.multiplier,
-                              expansion=self.expansion)
-
-
-# The x1.8 / 2.1 family (DCASE24 training script) at four widths, plus the DCASE23 default.
-PRESETS: tuple[Preset, ...] = (Preset(8, 1.8, 2.1), Preset(16, 1.8, 2.1), Preset(24, 1.8, 2.1),
-                               Preset(32, 1.8, 2.1), Preset(32, 2.3, 3.0))
-
-
-def size_label(params: int) -> str:
-    """Parameter count -> `6k`-style label (three significant figures, then whole thousands)."""
-    digits = len(str(params))
-    scale = 10 ** max(digits - 3, 0)
-    truncated = params // scale * scale
-    return f"{int(truncated / 1000 + 0.5)}k"
-
-
-def preset_name(preset: Preset) -> str:
-    return f"contrastasc-cpm-{size_label(count_parameters_of(preset.config()))}"
-
-
-def macs_per_second(config: CPMobileConfig, frontend: str | None = None) -> int:
-    """Model MACs for one second of 32 kHz audio (classifier forward).
-
-    `count_macs` works on meta tensors, but the first meta forward in a process imports ~1.5 s of
-    torch internals; a CP-Mobile is small enough to run on the CPU instead (a few milliseconds).
-    """
-    frames = n_frames(frontend or config.variant, SAMPLE_RATE)
-    with torch.random.fork_rng(devices=[]):
-        model = CPMobile(config).eval()
-    return count_macs(model, torch.zeros(1, config.in_channels, N_MELS, frames))
 
 
 class CPMobileEncoder(nn.Module):
@@ -231,30 +190,3 @@ def _check_student_options(config: CPMobileConfig, opts: dict[str, Any], path: A
         given = {k: opts[k] for k in ARCH_OPTIONS if k in opts}
         raise UsageError(f"options {given} contradict the student config saved with {path} "
                          f"({config.to_dict()}); leave the architecture options out")
-
-
-@functools.lru_cache(maxsize=None)
-def _summary_cached(config: CPMobileConfig) -> dict[str, Any]:
-    with torch.device("meta"):
-        model = CPMobile(config)
-    return {"params": count_parameters(model), "macs_per_s": macs_per_second(config),
-            "embed_dim": model.embed_dim, "variant": config.variant, "base_channels": config.base_channels,
-            "multiplier": config.multiplier, "expansion": config.expansion, "widths": config.channels()[1:]}
-
-
-def summary_of(config: CPMobileConfig) -> dict[str, Any]:
-    """Params, MACs per second and shape facts (computed once per config and process; a fresh copy)."""
-    cached = _summary_cached(config)
-    return {**cached, "widths": list(cached["widths"])}
-
-
-def registrations() -> list[tuple[str, Callable[[EncoderRequest], CPMobileEncoder], Callable[[], dict], str]]:
-    """(name, build, summary, description) for every preset."""
-    out = []
-    for preset in PRESETS:
-        name, base = preset_name(preset), preset.config()
-        desc = (f"CP-Mobile student (base {preset.base_channels}, x{preset.multiplier}, expansion "
-                f"{preset.expansion}); loads official CP-JKU checkpoints or asc-bench students")
-        out.append((name, lambda req, n=name, b=base: build_encoder(req, name=n, base=b),
-                    lambda b=base: summary_of(b), desc))
-    return out

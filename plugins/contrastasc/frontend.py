@@ -21,9 +21,8 @@ import math
 import torch
 from torch import nn
 
-FRONTENDS = ("dcase23", "dcase24")
-SAMPLE_RATE = 32000
-N_FFT, WIN, HOP, N_MELS = 4096, 3072, 500, 256
+# Sizes and frame counts live in a torch-free module (`asc-bench list encoders` reads them).
+from asc_bench_plugins.contrastasc.arch import FRONTENDS, HOP, N_FFT, N_MELS, SAMPLE_RATE, WIN, min_samples, n_frames  # noqa: F401,E501
 
 
 def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: float, f_min: float, f_max: float) -> torch.Tensor:
@@ -61,17 +60,6 @@ def htk_mel_banks(n_mels: int, n_fft: int, sample_rate: float, f_min: float, f_m
     down = (-1.0 * slopes[:, :-2]) / f_diff[:-1]
     up = slopes[:, 2:] / f_diff[1:]
     return torch.max(torch.zeros(1, dtype=dtype), torch.min(down, up)).T.contiguous()
-
-
-def min_samples(kind: str) -> int:
-    """Shortest input the reflect padding accepts (dcase23 loses one sample to pre-emphasis)."""
-    return N_FFT // 2 + 1 + (1 if kind == "dcase23" else 0)
-
-
-def n_frames(kind: str, n_samples: int) -> int:
-    """Frames of the log-mel for `n_samples` valid samples (after padding very short clips)."""
-    n = max(n_samples, min_samples(kind))
-    return 1 + (n - 1) // HOP if kind == "dcase23" else 1 + n // HOP
 
 
 class LogMel(nn.Module):

@@ -8,35 +8,12 @@ after the first layer, where SimCLR/SupContrast-style heads put their normalisat
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-HEAD_NORMS = ("none", "layer")
-
-
-@dataclass(frozen=True)
-class ProjectionConfig:
-    """Shape of a network's projection head; its input size is the network's embedding size and its
-    normalisation follows the network's `norm`/`norm_placement`, so neither is repeated here."""
-
-    out_dim: int = 128
-    hidden_dim: int = 0
-
-    def __post_init__(self) -> None:
-        if self.out_dim <= 0 or self.hidden_dim < 0:
-            raise ValueError(f"projection dims must be positive (out_dim={self.out_dim}, "
-                             f"hidden_dim={self.hidden_dim})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ProjectionConfig":
-        return cls(out_dim=int(data["out_dim"]), hidden_dim=int(data.get("hidden_dim", 0)))
+# The configuration lives in a torch-free module (`asc-bench list encoders` reads it).
+from asc_bench_plugins.contrastasc.arch import HEAD_NORMS, ProjectionConfig  # noqa: F401
 
 
 class ProjectionHead(nn.Module):

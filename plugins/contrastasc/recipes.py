@@ -2,17 +2,17 @@
 
 Register them from the plugin's ``register_recipes`` hook with ``register_contrastasc_recipes(register)``
 or by hand: ``register("contrastasc-teacher", TEACHER_RECIPE, description=...)``. Each object is a class
-following ``asc_bench.training.loop.Recipe``; the training loop makes one instance per run.
+following ``asc_bench.training.loop.Recipe`` (a ``lazy`` stand-in: the recipe modules, and torch, are
+imported when the training loop makes its instance, not when plugins are listed).
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from asc_bench_plugins.contrastasc.student import StudentRecipe
-from asc_bench_plugins.contrastasc.teacher import TeacherRecipe
+from asc_bench.api import lazy
 
-TEACHER_RECIPE = TeacherRecipe
-STUDENT_RECIPE = StudentRecipe
+TEACHER_RECIPE = lazy("asc_bench_plugins.contrastasc.teacher:TeacherRecipe")
+STUDENT_RECIPE = lazy("asc_bench_plugins.contrastasc.student:StudentRecipe")
 
 DESCRIPTIONS = {
     "contrastasc-teacher": "ContrastASC stage 1: BEATs + cosine head, mixup-aware SupCon fine-tuning",

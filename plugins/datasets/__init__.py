@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Callable
 
 from asc_bench import hookimpl
+from asc_bench.api import lazy
 
 from asc_bench_plugins.datasets import (csv_list, esc50, fsdkaggle2018, hf, icme24, nsynth, scv2, tau22, tut17,
                                         voxceleb1)
-from asc_bench_plugins.datasets.demo import build_demo
 from asc_bench_plugins.datasets.folder import build_folder
 
 
@@ -32,4 +32,6 @@ def register_datasets(register: Callable[..., None]) -> None:
     register("hf", hf.build,
              description="a Hugging Face dataset (save_to_disk folder, parquet, or hub name), decoded by asc-bench")
     register("folder", build_folder, description="one sub-folder per class of audio files")
-    register("demo", build_demo, description="built-in synthetic scenes (no download; smoke tests)")
+    # Imported on first use (numpy, soundfile): listing plugins stays light.
+    register("demo", lazy("asc_bench_plugins.datasets.demo:build_demo"),
+             description="built-in synthetic scenes (no download; smoke tests)")

@@ -9,19 +9,25 @@ ProtocolResult.params.
 from __future__ import annotations
 
 from asc_bench import hookimpl
-from asc_bench_plugins.protocols import knn, linear_probe, logistic, prototype
-from asc_bench_plugins.protocols.folds import fold_units
+from asc_bench.api import lazy
+
+# The protocol modules (numpy, scikit-learn) are imported when a protocol runs, not when plugins load.
+P = "asc_bench_plugins.protocols"
 
 
 @hookimpl
 def register_protocols(register):
-    register("fewshot-prototype", prototype.run, episodes=prototype.episodes, check=prototype.check,
+    register("fewshot-prototype", lazy(f"{P}.prototype:run"), episodes=lazy(f"{P}.prototype:episodes"),
+             check=lazy(f"{P}.prototype:check"),
              description="N-way K-shot episodes, nearest-centroid (squared Euclidean), "
                          "per-episode accuracy")
-    register("fewshot-logistic", logistic.run, episodes=logistic.episodes, check=logistic.check,
+    register("fewshot-logistic", lazy(f"{P}.logistic:run"), episodes=lazy(f"{P}.logistic:episodes"),
+             check=lazy(f"{P}.logistic:check"),
              description="K clips per class, L2-normalised logistic regression, rest as queries, "
                          "repeated over draws")
-    register("linear-probe", linear_probe.run, episodes=fold_units, check=linear_probe.check,
+    register("linear-probe", lazy(f"{P}.linear_probe:run"), episodes=lazy(f"{P}.folds:fold_units"),
+             check=lazy(f"{P}.linear_probe:check"),
              description="standardised logistic regression per official fold, C by inner CV")
-    register("knn", knn.run, episodes=fold_units, check=knn.check,
+    register("knn", lazy(f"{P}.knn:run"), episodes=lazy(f"{P}.folds:fold_units"),
+             check=lazy(f"{P}.knn:check"),
              description="weighted k-NN on cosine similarity per official fold")

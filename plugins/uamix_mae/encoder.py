@@ -15,7 +15,7 @@ import torch
 
 from asc_bench.api import CheckpointError, EncoderRequest
 from asc_bench.embedding.checkpoints import find_state_dict
-from asc_bench_plugins.audiomae.encoder import AudioMAEEncoder, build_vit_encoder, summary as audiomae_summary
+from asc_bench_plugins.audiomae.encoder import AudioMAEEncoder, build_vit_encoder
 
 # Longest first: `module.backbone.` must win over `module.`.
 PREFIXES = ("module.backbone.", "backbone.", "module.encoder.", "module.", "encoder.", "")
@@ -42,5 +42,4 @@ def build_uamix(request: EncoderRequest) -> AudioMAEEncoder:
     return build_vit_encoder(request, "uamix-mae", uamix_state)
 
 
-def summary() -> dict[str, Any]:
-    return {**audiomae_summary(), "note": "AudioMAE ViT-B architecture; no official checkpoint released"}
+from asc_bench_plugins.uamix_mae import summary  # noqa: E402,F401  (closed form, torch-free; registered there)
