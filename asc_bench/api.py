@@ -66,12 +66,15 @@ class EncoderRequest:
     `checkpoint` is None only when the user passed --random-init or the encoder declared
     `requires_weights=False`; a builder must never invent weights on its own.
     `options` are the `--encoder-option key=value` pairs, values still strings.
+    `bundled_weights` are the entry's declared package-data weight files, checked to exist (empty when
+    the entry declares none, or when --checkpoint or --random-init replaces them).
     """
 
     checkpoint: Path | None
     random_init: bool
     options: Mapping[str, str]
     device: str = "cpu"
+    bundled_weights: tuple[Path, ...] = ()
 
 
 class Encoder(Protocol):
@@ -137,6 +140,20 @@ class EncoderEntry:
     # Cheap facts for `asc-bench list encoders` (params, MACs per second...), computed not typed in.
     summary: Callable[[], dict[str, Any]] | None = None
     plugin: str = ""
+    # Weight files shipped inside the plugin's package (package data). When given, no --checkpoint is
+    # needed, `list encoders` shows "bundled", and their sha256 keys the cache and is recorded.
+    bundled_weights: Sequence[str | Path] = ()
+
+    def __post_init__(self) -> None:
+        paths = [self.bundled_weights] if isinstance(self.bundled_weights, (str, Path)) else self.bundled_weights
+        object.__setattr__(self, "bundled_weights", tuple(Path(p) for p in paths))
+
+    @property
+    def weights_kind(self) -> str:
+        """How the weights arrive: "checkpoint" (--checkpoint), "bundled" (package data) or "none needed"."""
+        if self.bundled_weights:
+            return "bundled"
+        return "checkpoint" if self.requires_weights else "none needed"
 
 
 @dataclass(frozen=True)

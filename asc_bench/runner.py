@@ -17,6 +17,8 @@ from asc_bench.embedding.cache import EmbeddingCache, default_cache_dir
 from asc_bench.embedding.checkpoints import sha256_file
 from asc_bench.embedding.extract import DEFAULT_SHARD_SIZE, EmbedResult, embed_dataset, embedding_key
 from asc_bench.embedding.hear import PREFIX as HEAR_PREFIX, hear_entry
+from asc_bench.embedding.hf import PREFIX as HF_PREFIX, hf_entry
+from asc_bench.embedding.weights import WeightsIdentity, files_identity
 from asc_bench.evaluation import stats
 from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, SCHEMA, json_safe, package_versions, utc_now, write_record
 from asc_bench.plugins import PluginManager, get_manager
@@ -34,10 +36,22 @@ class BuiltEncoder:
     checkpoint_sha256: str | None
     params: int
     macs_per_s: float | None
+    # Weights not given by --checkpoint: bundled package data or a Hugging Face snapshot/folder.
+    weights: WeightsIdentity | None = None
+
+    @property
+    def weights_id(self) -> str | None:
+        """One string naming the weights: "sha256:<hex>" of a checkpoint or bundled files, "hf:<repo>@<commit>"."""
+        if self.weights is not None:
+            return self.weights.id
+        return f"sha256:{self.checkpoint_sha256}" if self.checkpoint_sha256 else None
 
     def identity(self) -> dict[str, Any]:
         """What makes two embeddings of the same audio equal: it keys the cache."""
-        return {"name": self.name, "config": self.config, "checkpoint_sha256": self.checkpoint_sha256}
+        ident = {"name": self.name, "config": self.config, "checkpoint_sha256": self.checkpoint_sha256}
+        if self.weights is not None:
+            ident["weights"] = self.weights.id
+        return ident
 
 
 def check_device(device: str) -> None:
@@ -51,25 +65,36 @@ def check_device(device: str) -> None:
 def build_encoder(manager: PluginManager, name: str, *, checkpoint: str | Path | None = None,
                   random_init: bool = False, options: Mapping[str, str] | None = None,
                   device: str = "cpu") -> BuiltEncoder:
-    entry = hear_entry(name) if name.startswith(HEAR_PREFIX) else manager.get("encoders", name)
+    entry = (hear_entry(name) if name.startswith(HEAR_PREFIX) else hf_entry(name) if name.startswith(HF_PREFIX)
+             else manager.get("encoders", name))
     check_device(device)
     if checkpoint is not None and random_init:
         raise UsageError("--checkpoint and --random-init exclude each other: pick one")
-    if entry.requires_weights and checkpoint is None and not random_init:
+    if entry.requires_weights and not entry.bundled_weights and checkpoint is None and not random_init:
         raise CheckpointError(f"encoder '{name}' needs weights: pass --checkpoint PATH with the downloaded "
                               f"checkpoint, or --random-init to ask for random weights explicitly")
     ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
     if ckpt is not None and not ckpt.is_file():
         raise CheckpointError(f"checkpoint {ckpt} does not exist")
+    bundled = entry.bundled_weights if ckpt is None and not random_init else ()
+    for path in bundled:
+        if not Path(path).is_file():
+            raise CheckpointError(f"encoder '{name}' ships its weights as package data, but {path} is missing: "
+                                  f"reinstall '{entry.plugin}' (its pyproject must list the file under "
+                                  f"[tool.setuptools.package-data])")
+    weights = files_identity("bundled", [Path(p) for p in bundled]) if bundled else None
     module = entry.build(EncoderRequest(checkpoint=ckpt, random_init=random_init,
-                                        options=dict(options or {}), device=device))
+                                        options=dict(options or {}), device=device,
+                                        bundled_weights=tuple(Path(p) for p in bundled)))
+    if weights is None and callable(getattr(module, "weights_identity", None)):
+        weights = module.weights_identity()
     config = dict(module.config()) if hasattr(module, "config") else {}
     macs = getattr(module, "macs_per_second", None)
     return BuiltEncoder(
         module=module, name=name, config=config,
         checkpoint_sha256=sha256_file(ckpt) if ckpt is not None else None,
         params=sum(p.numel() for p in module.parameters()),
-        macs_per_s=float(macs()) if callable(macs) and macs() is not None else None)
+        macs_per_s=float(macs()) if callable(macs) and macs() is not None else None, weights=weights)
 
 
 @dataclass
@@ -159,7 +184,8 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
                  "protocol": spec.protocol, "description": spec.description, "source": spec.source,
                  "audio": spec.audio.as_dict(), "dataset_options": dict(spec.dataset_options)},
         "encoder": {"name": enc.name, "config": enc.config, "checkpoint_sha256": enc.checkpoint_sha256,
-                    "params": enc.params, "macs_per_s": enc.macs_per_s},
+                    "params": enc.params, "macs_per_s": enc.macs_per_s, "weights_id": enc.weights_id,
+                    "weights": enc.weights.as_dict() if enc.weights is not None else None},
         "dataset": {"name": spec.dataset, "fingerprint": listing_fp, "files_fingerprint": files_fp,
                     "n_clips": len(clips), "n_classes": len(classes)},
         "seed": seed,
