@@ -100,13 +100,14 @@ def test_embedding_is_the_models_own_forward_pooled_by_hand(tiny):
     model = transformers.AutoModel.from_pretrained(folder).eval()
     fe = transformers.AutoFeatureExtractor.from_pretrained(folder)
     clips = _clips([6000, 3500], seed=3)
-    by_hand = {"1": [], "mean": []}                 # "last" is the default, checked in the batch test
+    by_hand = {"last": [], "1": [], "mean": []}
     with torch.inference_mode():
         for c in clips:
             inputs = fe(c.numpy(), sampling_rate=16000, return_tensors="pt")
             out = model(**inputs, output_hidden_states=True)
             frames = int(model._get_feat_extract_output_lengths(torch.tensor(len(c))))
             assert frames == out.last_hidden_state.shape[1]
+            by_hand["last"].append(out.last_hidden_state[0].mean(0))
             by_hand["1"].append(out.hidden_states[1][0].mean(0))
             by_hand["mean"].append(torch.stack(out.hidden_states[1:])[:, 0].mean(0).mean(0))
     for layer, expected in by_hand.items():
