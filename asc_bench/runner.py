@@ -80,8 +80,8 @@ def build_encoder(manager: PluginManager, name: str, *, checkpoint: str | Path |
     for path in bundled:
         if not Path(path).is_file():
             raise CheckpointError(f"encoder '{name}' ships its weights as package data, but {path} is missing: "
-                                  f"reinstall '{entry.plugin}' (its pyproject must list the file under "
-                                  f"[tool.setuptools.package-data])")
+                                  f"reinstall '{entry.plugin}' (its pyproject must list the file in the "
+                                  f"tool.setuptools.package-data table)")
     weights = files_identity("bundled", [Path(p) for p in bundled]) if bundled else None
     module = entry.build(EncoderRequest(checkpoint=ckpt, random_init=random_init,
                                         options=dict(options or {}), device=device,
