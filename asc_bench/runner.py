@@ -90,10 +90,12 @@ def build_encoder(manager: PluginManager, name: str, *, checkpoint: str | Path |
         weights = module.weights_identity()
     config = dict(module.config()) if hasattr(module, "config") else {}
     macs = getattr(module, "macs_per_second", None)
+    # Modules whose weights are not torch parameters (a TensorFlow HEAR model) count them themselves.
+    counted = module.num_parameters() if callable(getattr(module, "num_parameters", None)) else None
     return BuiltEncoder(
         module=module, name=name, config=config,
         checkpoint_sha256=sha256_file(ckpt) if ckpt is not None else None,
-        params=sum(p.numel() for p in module.parameters()),
+        params=int(counted) if counted is not None else sum(p.numel() for p in module.parameters()),
         macs_per_s=float(macs()) if callable(macs) and macs() is not None else None, weights=weights)
 
 
