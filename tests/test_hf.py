@@ -247,3 +247,20 @@ def test_cli_runs_the_demo_task_offline_and_records_the_content_hash(tiny, arch,
     assert rec["encoder"]["weights"]["files"] == files and rec["encoder"]["weights"]["source"] == "hf-folder"
     assert rec["encoder"]["weights_id"].startswith("sha256:") and rec["encoder"]["config"]["layer"] == "last"
     assert rec["encoder"]["params"] > 0 and rec["summary"]["n"] == 20
+
+
+def test_hub_id_not_cached_and_hub_unreachable_is_a_usage_error(tmp_path, monkeypatch):
+    import socket
+
+    import huggingface_hub.constants
+
+    with socket.socket() as s:                       # a local port with nothing listening: the "hub" is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(UsageError, match="cannot download it from the hub"):
+        load_hf_encoder("acme/tiny-absent", {})
+    assert not any((tmp_path / "hub").rglob("*.safetensors"))
