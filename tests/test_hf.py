@@ -45,6 +45,15 @@ def _configs() -> dict:
                                     max_source_positions=50, max_target_positions=16, vocab_size=64, pad_token_id=0,
                                     bos_token_id=1, eos_token_id=2, decoder_start_token_id=1),
                     T.WhisperFeatureExtractor(feature_size=80, chunk_length=1)),
+        # CLAP (unfused, as laion/clap-htsat-unfused): the audio tower inside the joint text-audio model
+        "clap": (T.ClapConfig(audio_config=T.ClapAudioConfig(
+                     hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16,
+                     window_size=4, spec_size=32, num_mel_bins=16, projection_dim=16, enable_fusion=False,
+                     patch_size=4, patch_stride=(4, 4)).to_dict(),
+                     text_config=T.ClapTextConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                  intermediate_size=32, vocab_size=100, projection_dim=16).to_dict(),
+                     projection_dim=16),
+                 T.ClapFeatureExtractor(feature_size=16, sampling_rate=16000, max_length_s=1, truncation="rand_trunc")),
     }
 
 
@@ -85,7 +94,7 @@ def _embed(enc, clips):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_padded_batch_equals_each_clip_alone(tiny, arch):
-    enc = load_hf_encoder(str(tiny[arch]), {})
+    enc = load_hf_encoder(str(tiny[arch]), {"pooling": "cls"} if arch == "clap" else {})
     clips = _clips([8000, 5000, 20000, 3000])       # 20000 samples are longer than AST's and Whisper's window
     batched = _embed(enc, clips)
     alone = torch.cat([_embed(enc, [c]) for c in clips])
@@ -163,11 +172,17 @@ def test_options_and_weights_change_the_cache_key_and_the_params_are_counted(tin
     assert build_encoder(manager, f"hf:{folder}").identity() != last.identity()
 
 
-def test_whisper_keeps_only_its_encoder(tiny):
-    enc = load_hf_encoder(str(tiny["whisper"]), {})
-    assert type(enc.backbone).__name__ == "WhisperEncoder"
+@pytest.mark.parametrize("arch, encoder", [("whisper", "WhisperEncoder"), ("clap", "ClapAudioModel")])
+def test_only_the_audio_encoder_is_kept(tiny, arch, encoder):
+    enc = load_hf_encoder(str(tiny[arch]), {"pooling": "cls"} if arch == "clap" else {})
+    assert type(enc.backbone).__name__ == encoder
     assert sum(p.numel() for p in enc.parameters()) < sum(
-        p.numel() for p in transformers.AutoModel.from_pretrained(tiny["whisper"]).parameters())
+        p.numel() for p in transformers.AutoModel.from_pretrained(tiny[arch]).parameters())
+
+
+def test_clap_mean_pooling_is_refused_with_the_fix(tiny):
+    with pytest.raises(UsageError, match="use pooling=cls"):     # its hidden states are 2-d feature maps
+        load_hf_encoder(str(tiny["clap"]), {})
 
 
 def test_bad_options_are_usage_errors(tiny):

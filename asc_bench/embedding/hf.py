@@ -3,8 +3,8 @@
 MODEL is a hub id (`facebook/wav2vec2-base`, optionally `@revision`: a branch, tag or commit) or a
 local folder written by `save_pretrained`. The model is loaded with `AutoModel` and its audio is
 prepared by its own `AutoFeatureExtractor`; there is no per-architecture code. Tested on tiny
-random-weight wav2vec2, HuBERT, WavLM, data2vec-audio, AST and Whisper (encoder) models
-(tests/test_hf.py).
+random-weight wav2vec2, HuBERT, WavLM, data2vec-audio, AST, Whisper (its encoder) and CLAP (its
+audio tower, `pooling=cls`) models (tests/test_hf.py).
 
 Guarantees:
 - Offline first. A hub id is looked up in the local Hugging Face cache before any network access;
@@ -180,8 +180,16 @@ class HfEncoder(torch.nn.Module):
         self.window = window
         self._lengths_fn = getattr(backbone, "_get_feat_extract_output_lengths", None)
         self.eval()
-        with torch.inference_mode():
-            probe = self._outputs(self._features([np.zeros(min(self.sample_rate, window or self.sample_rate), np.float32)]))
+        try:
+            with torch.inference_mode():
+                probe = self._outputs(self._features([np.zeros(min(self.sample_rate, window or self.sample_rate),
+                                                               np.float32)]))
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise UsageError(f"hf:{spec}: a forward pass of {type(backbone).__name__} on 1 s of silence failed "
+                             f"({type(exc).__name__}: {exc}); hf: drives audio models whose forward takes the "
+                             f"feature extractor's output alone (e.g. not a text model)") from None
         hidden = probe.hidden_states
         self.n_hidden = len(hidden) if hidden is not None else 0
         if isinstance(opts.layer, int) and not -self.n_hidden <= opts.layer < self.n_hidden:
@@ -280,6 +288,9 @@ class HfEncoder(torch.nn.Module):
             h = torch.stack(tuple(out.hidden_states[1:])).mean(0)
         else:
             h = out.hidden_states[int(layer)]
+        if h.dim() != 3:
+            raise UsageError(f"hf:{self.spec}: {type(self.backbone).__name__} gives hidden states of shape "
+                             f"{tuple(h.shape)}, not [batch, frames, features]; use pooling=cls (its pooler_output)")
         valid = self._valid_frames(out.mask, h.shape[1], h.shape[0], h.device)
         weight = valid.sum(1).float()
         return (h.float() * valid[..., None]).sum(1) / weight[:, None], weight
@@ -328,8 +339,12 @@ class HfEncoder(torch.nn.Module):
         return lo
 
 
-def _encoder_of(model: Any) -> torch.nn.Module:
-    """The audio encoder inside a model: the model itself, its audio tower, or the encoder of an encoder-decoder."""
+def _encoder_of(model: Any, inputs: set[str]) -> torch.nn.Module:
+    """The audio encoder inside a model: the model itself, its audio tower, or the encoder of an encoder-decoder.
+
+    When the model does not read what the feature extractor produces (a joint text-audio model such
+    as CLAP), the sub-model that does (CLAP's `audio_model`) is the encoder.
+    """
     backbone = model
     if hasattr(model, "get_encoder"):
         try:
@@ -338,6 +353,10 @@ def _encoder_of(model: Any) -> torch.nn.Module:
             backbone = model
         if backbone is model and getattr(model.config, "is_encoder_decoder", False):
             backbone = model.get_encoder()
+    if getattr(backbone, "main_input_name", None) not in inputs:
+        for child in model.children():
+            if hasattr(child, "config") and getattr(child, "main_input_name", None) in inputs:
+                return child
     return backbone
 
 
@@ -365,7 +384,8 @@ def load_hf_encoder(spec: str, options: Mapping[str, str]) -> HfEncoder:
         model, info = tf.AutoModel.from_pretrained(folder, dtype=torch.float32, output_loading_info=True, **common)
     except Exception as exc:
         raise UsageError(f"hf:{spec}: AutoModel cannot load {folder} ({type(exc).__name__}: {exc})") from None
-    backbone = _encoder_of(model)
+    sample = fe([np.zeros(int(fe.sampling_rate), np.float32)], sampling_rate=int(fe.sampling_rate))
+    backbone = _encoder_of(model, set(sample.keys()))
     missing = _missing_encoder_weights(model, backbone, list(info.get("missing_keys", [])))
     if missing:
         raise CheckpointError(f"hf:{spec}: {len(missing)} encoder weights are not in the files (they would be "
