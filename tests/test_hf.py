@@ -192,6 +192,8 @@ def test_bad_options_are_usage_errors(tiny):
                              ({"window_s": "0"}, "window_s=0")]:
         with pytest.raises(UsageError, match=message):
             load_hf_encoder(folder, options)
+    with pytest.raises(UsageError, match="exceeds the model's input limit"):
+        load_hf_encoder(str(tiny["whisper"]), {"window_s": "5"})
     with pytest.raises(UsageError, match="no such folder"):
         load_hf_encoder("./not-there", {})
     with pytest.raises(UsageError, match="--random-init"):

@@ -176,7 +176,11 @@ class HfEncoder(torch.nn.Module):
         self._pad_longest = pad is not None and pad.default in (False, None)
         self.padded_batches = bool(getattr(fe, "return_attention_mask", False))
         self._pass_mask = self.padded_batches and "attention_mask" in inspect.signature(backbone.forward).parameters
-        window = _default_window(fe) if opts.window_s is None else int(round(opts.window_s * self.sample_rate))
+        limit = _default_window(fe)
+        window = limit if opts.window_s is None else int(round(opts.window_s * self.sample_rate))
+        if limit is not None and window > limit:
+            raise UsageError(f"hf:{spec}: window_s={opts.window_s} exceeds the model's input limit of "
+                             f"{limit / self.sample_rate:g} s (its feature extractor would cut the rest)")
         self.window = window
         self._lengths_fn = getattr(backbone, "_get_feat_extract_output_lengths", None)
         self.eval()
