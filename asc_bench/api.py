@@ -75,12 +75,15 @@ class EncoderRequest:
     `checkpoint` is None only when the user passed --random-init or the encoder declared
     `requires_weights=False`; a builder must never invent weights on its own.
     `options` are the `--encoder-option key=value` pairs, values still strings.
+    `bundled_weights` are the entry's declared package-data weight files, checked to exist (empty when
+    the entry declares none, or when --checkpoint or --random-init replaces them).
     """
 
     checkpoint: Path | None
     random_init: bool
     options: Mapping[str, str]
     device: str = "cpu"
+    bundled_weights: tuple[Path, ...] = ()
 
 
 class Encoder(Protocol):
@@ -174,7 +177,23 @@ class EncoderEntry:
     # Identity of the weights the builder will load when the request names no checkpoint (bundled
     # weights' sha256, a hub model's resolved commit...), computed WITHOUT building the model: it
     # enters the cache key, so a fully cached run never imports the encoder's module.
-    weights_id: Callable[[EncoderRequest], str | None] | None = None
+    # It returns a string ("sha256:<hex>", "hf:<repo>@<commit>"...) or an object with `.id` (that string)
+    # and `.as_dict()` (what the id was computed from, recorded), e.g. embedding.weights.WeightsIdentity.
+    weights_id: Callable[[EncoderRequest], Any] | None = None
+    # Weight files shipped inside the plugin's package (package data). When given, no --checkpoint is
+    # needed, `list encoders` shows "bundled", and their sha256 keys the cache and is recorded.
+    bundled_weights: Sequence[str | Path] = ()
+
+    def __post_init__(self) -> None:
+        paths = [self.bundled_weights] if isinstance(self.bundled_weights, (str, Path)) else self.bundled_weights
+        object.__setattr__(self, "bundled_weights", tuple(Path(p) for p in paths))
+
+    @property
+    def weights_kind(self) -> str:
+        """How the weights arrive: "checkpoint" (--checkpoint), "bundled" (package data) or "none needed"."""
+        if self.bundled_weights:
+            return "bundled"
+        return "checkpoint" if self.requires_weights else "none needed"
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def _list_rows(kind: str) -> list[dict[str, Any]]:
             facts = _summary(entry)
             row["params"] = facts.get("params")
             row["MACs/s"] = facts.get("macs_per_s")
-            row["weights"] = "checkpoint" if entry.requires_weights else "none needed"
+            row["weights"] = entry.weights_kind
         rows.append(row)
     clashes = manager.clashes_of(kind)
     if clashes:   # a column only when there is something to show, so plain listings stay as they were

@@ -13,7 +13,6 @@ Order, and why:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from asc_bench.api import (AscBenchError, BadAudioError, CheckpointError, Clip, 
 from asc_bench.atomic import atomic_write_json
 from asc_bench.data.listing import fingerprints, list_clips
 from asc_bench.embedding.cache import EmbeddingCache, cache_key, default_cache_dir
+from asc_bench.embedding.weights import files_identity, sha256_file
 from asc_bench.evaluation import stats
 from asc_bench.evaluation.records import (RANDOM_WEIGHTS, SCHEMA, check_writable, json_safe, package_versions,
                                           results_dir_or_default, seal, utc_now, write_record)
@@ -44,6 +44,7 @@ from asc_bench.tasks import TaskSpec, resolve_task
 BAD_AUDIO_POLICIES = ("fail", "skip")
 DEFAULT_SHARD_SIZE = 256            # asc_bench.embedding.extract.DEFAULT_SHARD_SIZE (that module imports torch)
 HEAR_PREFIX = "hear:"               # asc_bench.embedding.hear.PREFIX (likewise)
+HF_PREFIX = "hf:"                   # asc_bench.embedding.hf.PREFIX (that module imports torch)
 KEY_VERSION = 3                     # 3: the key is the model identity, not the built module's config()
 
 
@@ -64,6 +65,10 @@ class ModelIdentity:
     plugin: str
     label: str
     checkpoint: str | None = None
+    # What `weights` was computed from when it is not a checkpoint: {"source", "id", "files"} for
+    # bundled package data or a Hugging Face snapshot/folder (recorded, not part of the key).
+    source: Mapping[str, Any] | None = None
+    bundled: tuple[str, ...] = ()
 
     @property
     def random(self) -> bool:
@@ -83,14 +88,6 @@ def default_label(name: str, weights: str, options: Mapping[str, str]) -> str:
         base += "@" + weights.split(":")[-1][:8]
     extra = (["random init"] if weights == RANDOM_WEIGHTS else []) + [f"{k}={v}" for k, v in sorted(options.items())]
     return base + (f" ({', '.join(extra)})" if extra else "")
-
-
-def sha256_file(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
 
 
 def _dist_of_module(module: str) -> str | None:
@@ -137,7 +134,19 @@ def _entry(manager: PluginManager, name: str) -> EncoderEntry:
         from asc_bench.embedding.hear import hear_entry
 
         return hear_entry(name)
+    if name.startswith(HF_PREFIX):
+        from asc_bench.embedding.hf import hf_entry
+
+        return hf_entry(name)
     return manager.get("encoders", name)
+
+
+def _hf_version() -> str:
+    """hf: models are loaded by transformers: its version is the 'plugin' that keys their cache."""
+    try:
+        return f"transformers {metadata.version('transformers')}"
+    except metadata.PackageNotFoundError:
+        return "transformers (not installed)"
 
 
 def resolve_identity(manager: PluginManager, name: str, *, checkpoint: str | Path | None = None,
@@ -148,8 +157,9 @@ def resolve_identity(manager: PluginManager, name: str, *, checkpoint: str | Pat
     if checkpoint is not None and random_init:
         raise UsageError("--checkpoint and --random-init exclude each other: pick one")
     hear = name.startswith(HEAR_PREFIX)
-    entry = None if hear else manager.get("encoders", name)
-    if entry is not None and entry.requires_weights and checkpoint is None and not random_init:
+    entry = None if hear else _entry(manager, name)
+    bundled = tuple(entry.bundled_weights) if entry is not None and checkpoint is None and not random_init else ()
+    if entry is not None and entry.requires_weights and not bundled and checkpoint is None and not random_init:
         raise CheckpointError(f"encoder '{name}' needs weights: pass --checkpoint PATH with the downloaded "
                               f"checkpoint, or --random-init to ask for random weights explicitly")
     ckpt = Path(checkpoint).expanduser() if checkpoint is not None else None
@@ -159,17 +169,37 @@ def resolve_identity(manager: PluginManager, name: str, *, checkpoint: str | Pat
         weights = "sha256:" + sha256_file(ckpt)
     elif random_init:
         weights = RANDOM_WEIGHTS
+    source: Mapping[str, Any] | None = None
+    if ckpt is not None or random_init:
+        pass
+    elif bundled:
+        missing = [str(p) for p in bundled if not Path(p).is_file()]
+        if missing:
+            raise CheckpointError(f"encoder '{name}' ships its weights as package data, but {missing[0]} is "
+                                  f"missing: reinstall '{entry.plugin}' (its pyproject must list the file in "
+                                  f"the tool.setuptools.package-data table)")
+        ident = files_identity("bundled", [Path(p) for p in bundled])
+        weights, source = ident.id, ident.as_dict()
     else:
         wid = None
         if entry is not None and entry.weights_id is not None:
             wid = entry.weights_id(EncoderRequest(checkpoint=None, random_init=False, options=options))
-        weights = str(wid) if wid else "none"
-    plugin = _hear_version(name[len(HEAR_PREFIX):]) if hear else plugin_version(manager, entry.plugin)
+        if wid is not None and not isinstance(wid, str):       # a WeightsIdentity-like object
+            weights, source = str(wid.id), dict(wid.as_dict())
+        else:
+            weights = str(wid) if wid else "none"
+    if hear:
+        plugin = _hear_version(name[len(HEAR_PREFIX):])
+    elif name.startswith(HF_PREFIX):
+        plugin = _hf_version()
+    else:
+        plugin = plugin_version(manager, entry.plugin)
     if label is not None and not label.strip():
         raise UsageError("--label must not be empty")
     return ModelIdentity(name=name, weights=weights, options=options, plugin=plugin,
                          label=label.strip() if label else default_label(name, weights, options),
-                         checkpoint=str(ckpt) if ckpt is not None else None)
+                         checkpoint=str(ckpt) if ckpt is not None else None, source=source,
+                         bundled=tuple(str(p) for p in bundled))
 
 
 def embedding_key(identity: ModelIdentity, spec: TaskSpec, files_fingerprint: str) -> str:
@@ -187,6 +217,8 @@ class BuiltEncoder:
     checkpoint_sha256: str | None
     params: int
     macs_per_s: float | None
+    weights: str = "none"                               # ModelIdentity.weights
+    weights_source: Mapping[str, Any] | None = None      # ModelIdentity.source (bundled / hf files)
 
     def identity(self) -> dict[str, Any]:
         """The built module's settings (kept for callers that key on them, e.g. training recipes)."""
@@ -224,15 +256,18 @@ def _build(manager: PluginManager, ident: ModelIdentity, device: str) -> BuiltEn
     entry = _entry(manager, ident.name)
     ckpt = Path(ident.checkpoint) if ident.checkpoint else None
     module = entry.build(EncoderRequest(checkpoint=ckpt, random_init=ident.random, options=dict(ident.options),
-                                        device=device))
+                                        device=device, bundled_weights=tuple(Path(p) for p in ident.bundled)))
     config = dict(module.config()) if hasattr(module, "config") else {}
     macs = getattr(module, "macs_per_second", None)
     macs_value = macs() if callable(macs) else None
+    # Modules whose weights are not torch parameters (a TensorFlow HEAR model) count them themselves.
+    counted = module.num_parameters() if callable(getattr(module, "num_parameters", None)) else None
     return BuiltEncoder(
         module=module, name=ident.name, config=config,
-        checkpoint_sha256=ident.weights[len("sha256:"):] if ident.weights.startswith("sha256:") else None,
-        params=sum(p.numel() for p in module.parameters()),
-        macs_per_s=float(macs_value) if macs_value is not None else None)
+        checkpoint_sha256=ident.weights[len("sha256:"):] if ckpt is not None else None,
+        params=int(counted) if counted is not None else sum(p.numel() for p in module.parameters()),
+        macs_per_s=float(macs_value) if macs_value is not None else None,
+        weights=ident.weights, weights_source=ident.source)
 
 
 # ------------------------------------------------------------------------------------------- settings
@@ -477,7 +512,8 @@ def _score(manager: PluginManager, spec: TaskSpec, done: Embedded, opts: RunSett
         "encoder": {"name": ident.name, "label": ident.label, "weights": ident.weights,
                     "random_init": ident.random, "options": dict(ident.options), "plugin": ident.plugin,
                     "config": facts["config"],
-                    "checkpoint_sha256": ident.weights[7:] if ident.weights.startswith("sha256:") else None,
+                    "checkpoint_sha256": ident.weights[7:] if ident.checkpoint else None,
+                    "weights_source": json_safe(ident.source),
                     "params": facts["params"], "macs_per_s": facts["macs_per_s"]},
         "dataset": {"name": spec.dataset, "fingerprint": listing_fp, "files_fingerprint": files_fp,
                     "n_clips": len(clips), "n_classes": len(classes)},

@@ -7,7 +7,6 @@ objects that official checkpoints are known to carry and that hold no code.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 from collections import OrderedDict
 from pathlib import Path
@@ -16,17 +15,10 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from asc_bench.api import CheckpointError
+from asc_bench.embedding.weights import sha256_file  # noqa: F401  (re-exported: plugins hash checkpoints with it)
 
 # argparse.Namespace: AudioMAE's save_model stores the training args. Plain data, no code.
 SAFE_GLOBALS: tuple[Any, ...] = (argparse.Namespace,)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_checkpoint(path: str | Path) -> Any:
