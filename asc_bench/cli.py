@@ -327,10 +327,19 @@ def compare_cmd(task: str, encoders: tuple[str, ...], results_dir: str | None, s
 @click.option("--results-dir", type=click.Path(file_okay=False), help="Where records are (default leaderboard/results).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="leaderboard/README.md", show_default=True)
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), help="Also write PNG plots here.")
+@click.option("--suite", help="Print a suite's paper-shaped table with the published rows and consistency checks "
+                              "(written to --out only when --out is given).")
+@click.option("--papers-ci", is_flag=True, help="With --suite: compute our CI the papers' way (1.96·σ/√n, "
+                                                "population σ) for the consistency check.")
 @_guard
-def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None) -> None:
+def leaderboard_cmd(results_dir: str | None, out_path: str, plots_dir: str | None, suite: str | None,
+                    papers_ci: bool) -> None:
     """Markdown tables (mean ± CI, best in bold, † = not significantly worse than the best) from records."""
     from asc_bench.atomic import atomic_write_bytes
+
+    if suite:
+        _suite_leaderboard(suite, results_dir, out_path, papers_ci)
+        return
     from asc_bench.evaluation.leaderboard import render_leaderboard, write_plots
     from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR, load_records
 
@@ -458,3 +467,23 @@ def bench_cmd(suite: str, models: tuple[str, ...], results_dir: str, data_roots:
               f"{report.count('failed')} failed; records in {results_dir}", highlight=False)
     if not report.ok:
         sys.exit(1)
+
+
+def _suite_leaderboard(suite: str, results_dir: str | None, out_path: str, papers_ci: bool) -> None:
+    from click.core import ParameterSource
+
+    from asc_bench.atomic import atomic_write_bytes
+    from asc_bench.evaluation.records import DEFAULT_RESULTS_DIR
+    from asc_bench.evaluation.suite_table import render_suite_table, suite_records
+    from asc_bench.evaluation.suites import resolve_suite
+
+    spec = resolve_suite(suite, _manager().suite_dirs)
+    records = suite_records(spec, results_dir or DEFAULT_RESULTS_DIR)
+    if not records:
+        raise UsageError(f"no records of suite '{spec.name}' in {results_dir or DEFAULT_RESULTS_DIR}; run "
+                         f"`asc-bench bench {spec.name}` first")
+    text = render_suite_table(spec, records, papers_ci=papers_ci)
+    click.echo(text)
+    if click.get_current_context().get_parameter_source("out_path") != ParameterSource.DEFAULT:
+        atomic_write_bytes(out_path, text.encode("utf-8"))
+        err.print(f"wrote {out_path}", highlight=False)
