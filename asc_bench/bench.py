@@ -192,7 +192,7 @@ def plan_cells(suite: Suite, settings: BenchSettings) -> list[CellPlan]:
             clips, plan.listing_fingerprint = listings[lkey]
             pkey = f"{lkey}|{spec.spec_hash}|{plan.seed}"
             if pkey not in protocol_checked:
-                protocol_checked[pkey] = _dry_run(protocol, spec, clips, plan)
+                protocol_checked[pkey] = dry_run_protocol(protocol, spec, clips, plan.seed)
             if protocol_checked[pkey]:
                 raise UsageError(protocol_checked[pkey])
         except AscBenchError as exc:
@@ -221,7 +221,7 @@ def _check_weights(manager: Any, model: SuiteModel, plan: CellPlan, sha_of: dict
     plan.checkpoint, plan.checkpoint_sha256 = str(path), sha_of[key]
 
 
-def _dry_run(protocol: Any, spec: Any, clips: Sequence[Any], plan: CellPlan) -> str:
+def dry_run_protocol(protocol: Any, spec: Any, clips: Sequence[Any], seed: int) -> str:
     """'' if the protocol accepts the listing (run on 2-d random embeddings, counts cut to 2), else why not."""
     classes = sorted({c.label for c in clips})
     index = {label: i for i, label in enumerate(classes)}
@@ -235,7 +235,7 @@ def _dry_run(protocol: Any, spec: Any, clips: Sequence[Any], plan: CellPlan) -> 
             params[key] = 2
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            protocol.run(data, params, plan.seed)
+            protocol.run(data, params, seed)
     except Exception as exc:   # any protocol error is a problem of this cell, reported before embedding
         return (f"protocol '{spec.protocol}' rejects task '{spec.name}' on this data "
                 f"({len(clips)} clips, {len(classes)} classes): {type(exc).__name__}: {exc}")
