@@ -26,6 +26,7 @@ import contextlib
 import io
 import re
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -35,7 +36,10 @@ import numpy as np
 from asc_bench.api import AscBenchError, EvalData, UsageError
 from asc_bench.evaluation.suites import Cell, Suite, SuiteColumn, SuiteModel
 
-COUNT_PARAMS = ("episodes", "draws")
+# The dry run keeps the protocol's sampling and checks but not its cost: episode/draw counts cut to 2, a
+# probe's C grid cut to its first value and its solver to 20 iterations (on 2-d random features).
+DRY_RUN_CUTS = {"episodes": 2, "draws": 2, "max_iter": 20}
+SOLVER_PROTOCOLS = ("linear-probe", "fewshot-logistic")
 
 
 @dataclass
@@ -230,11 +234,16 @@ def dry_run_protocol(protocol: Any, spec: Any, clips: Sequence[Any], seed: int) 
                     labels=np.array([index[c.label] for c in clips], dtype=np.int64), classes=classes,
                     splits=[c.split for c in clips], extras=[dict(c.extra) for c in clips])
     params = {**spec.params, "_spec_hash": spec.spec_hash, "_fingerprint": "dry-run"}
-    for key in COUNT_PARAMS:
-        if isinstance(params.get(key), int) and params[key] > 2:
-            params[key] = 2
+    for key, cut in DRY_RUN_CUTS.items():
+        if isinstance(params.get(key), int) and params[key] > cut:
+            params[key] = cut
+    if spec.protocol in SOLVER_PROTOCOLS:     # built-ins that know max_iter (others may reject the param)
+        params.setdefault("max_iter", DRY_RUN_CUTS["max_iter"])
+    if isinstance(params.get("Cs"), list) and params["Cs"]:
+        params["Cs"] = params["Cs"][:1]
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             protocol.run(data, params, seed)
     except Exception as exc:   # any protocol error is a problem of this cell, reported before embedding
         return (f"protocol '{spec.protocol}' rejects task '{spec.name}' on this data "
