@@ -250,3 +250,26 @@ def test_list_weights_says_what_was_never_released():
     assert official_name(digest, {digest: "BEATs_iter3.pt"}) == "official BEATs_iter3.pt"
     assert official_name(digest.upper(), {digest: "BEATs_iter3.pt"}) == "official BEATs_iter3.pt"
     assert official_name("cd" * 32, {digest: "BEATs_iter3.pt"}) is None and official_name(digest) is None
+
+
+@pytest.mark.slow
+def test_columns_on_the_same_files_with_other_labels_reuse_the_embeddings(table2, tmp_path):
+    """The embedding of a clip does not depend on its label or split: a family-labelled task on the same
+    NSynth files must hit the cache the instrument-labelled task filled."""
+    family = tmp_path / "nsynth-family.yaml"
+    family.write_text(yaml.safe_dump({
+        "name": "nsynth-family-5way1shot", "dataset": "nsynth", "protocol": "fewshot-prototype",
+        "dataset_options": {"label": "family", "splits": ["test"]},
+        "params": {"n_way": 5, "k_shot": 1, "n_query": 15, "episodes": 50}, "audio": {"crop": "whole"}}))
+    suite = tmp_path / "labels.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "labels", "tasks": [{"task": "nsynth-5way1shot", "label": "instrument", "params": {"episodes": 50}},
+                                    {"task": str(family), "label": "family"}],
+        "models": [{"label": "floor", "encoder": "logmel-stats", "checkpoint": "none"}]}))
+    cli("bench", str(suite), "--data-root", f"nsynth={table2['nsynth']}", "--cache-dir", str(tmp_path / "cache"),
+        "--results-dir", str(tmp_path / "results"))
+    folder = tmp_path / "results" / "suites" / "labels" / "floor"
+    first, second = (json.loads((folder / f"{c}.json").read_text()) for c in ("instrument", "family"))
+    assert first["dataset"]["fingerprint"] != second["dataset"]["fingerprint"]      # other labels, other episodes
+    assert second["embedding"]["cache_hit"] and second["embedding"]["forward_passes"] == 0
+    assert second["embedding"]["cache_key"] == first["embedding"]["cache_key"]

@@ -51,8 +51,10 @@ def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
     """(listing fingerprint, files fingerprint), both sha256 hex, computed without reading audio.
 
     The listing fingerprint covers (relative path, label, split) of every clip in order: it seeds the
-    episodes, so the same data gives the same episodes on every machine. The files fingerprint adds
-    each file's size and mtime: it keys the embedding cache, so an edited file invalidates it.
+    episodes, so the same data gives the same episodes on every machine. The files fingerprint covers
+    (relative path, size, mtime) of every clip in order, not labels or splits: it keys the embedding
+    cache, so an edited file invalidates it while tasks that label or split the same files differently
+    (NSynth instrument vs family, one suite's columns) share one embedding pass.
     Paths are relative to the clips' common folder, so moving the dataset changes neither.
     """
     paths = [c.path for c in clips]
@@ -66,11 +68,11 @@ def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
 
 def _hash_rows(clips: Sequence[Clip], cut: int, listing: Any, files: Any) -> None:
     for clip in clips:
-        row = f"{clip.path[cut:]}\0{clip.label}\0{clip.split}\n".encode()
-        listing.update(row)
+        rel = clip.path[cut:]
+        listing.update(f"{rel}\0{clip.label}\0{clip.split}\n".encode())
         try:
             st = os.stat(clip.path)
             stamp = f"{st.st_size}\0{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"   # reported by name when the file is decoded
-        files.update(row + stamp.encode())
+        files.update(f"{rel}\0{stamp}\n".encode())
