@@ -99,10 +99,10 @@ class SubmititLauncher:
                     if attempt < self.retries:
                         crashed.append(plan)
                     else:
+                        last = (str(exc).strip().splitlines() or [""])[-1]
                         emit(CellOutcome(plan.cell.id, "failed",
                                          f"job {job.job_id} failed after {attempt + 1} attempt(s): "
-                                         f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:] or ''}; "
-                                         f"logs in {folder}"))
+                                         f"{type(exc).__name__}: {last}; logs in {folder}"))
             if not crashed:
                 return
             pending = crashed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,6 +112,10 @@ def test_download_verifies_unpacks_and_the_layout_serves_the_tasks(tmp_path, ser
     assert "task esc50-5way1shot: ok" in res.stdout and "120 clips, 6 classes" in res.stdout
     check = cli("data", "check", "esc50", "--data-root", str(target), "--decode")
     assert "decoded 120 file(s), 0 failed" in check.stdout
+    run = cli("run", "--encoder", "logmel-stats", "--task", "esc50-5way1shot", "--param", "episodes=20",
+              "--data-root", str(target), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "r"),
+              "--json")
+    assert json.loads(run.stdout)["dataset"]["n_clips"] == 120
     again = cli("data", "download", "esc50", "--to", str(target), "--registry", str(reg))
     assert "0 file(s) downloaded and verified, 1 already done" in again.stdout
 

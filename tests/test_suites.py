@@ -273,3 +273,26 @@ def test_columns_on_the_same_files_with_other_labels_reuse_the_embeddings(table2
     assert first["dataset"]["fingerprint"] != second["dataset"]["fingerprint"]      # other labels, other episodes
     assert second["embedding"]["cache_hit"] and second["embedding"]["forward_passes"] == 0
     assert second["embedding"]["cache_key"] == first["embedding"]["cache_key"]
+
+
+@pytest.mark.slow
+def test_a_cell_failing_at_run_time_is_reported_and_the_others_run(table2, tmp_path):
+    """An unreadable clip is found only when embedding: that cell fails, the next cell still runs."""
+    import shutil
+
+    esc = tmp_path / "esc50"
+    shutil.copytree(table2["esc50"], esc)
+    victim = sorted((esc / "ESC-50-master" / "audio").glob("*.wav"))[3]
+    victim.write_bytes(b"RIFF not really a wav")
+    suite = tmp_path / "two.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "two", "tasks": [{"task": "esc50-5way1shot", "label": "ESC", "params": {"episodes": 20}},
+                                 {"task": "nsynth-5way1shot", "label": "NSynth", "params": {"episodes": 20}}],
+        "models": [{"label": "floor", "encoder": "logmel-stats", "checkpoint": "none"}]}))
+    res = cli("bench", str(suite), "--data-root", f"esc50={esc}", "--data-root", f"nsynth={table2['nsynth']}",
+              "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "results"), check=False)
+    assert res.returncode == 1
+    assert "1 done, 0 skipped (valid record), 1 failed" in res.stdout
+    assert "floor / ESC" in res.stderr and victim.name in res.stderr
+    assert (tmp_path / "results" / "suites" / "two" / "floor" / "NSynth.json").is_file()
+    assert not (tmp_path / "results" / "suites" / "two" / "floor" / "ESC.json").exists()
