@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from asc_bench.api import AscBenchError, EvalData, UsageError
-from asc_bench.evaluation.suites import Cell, Suite, SuiteColumn, SuiteModel
+from asc_bench.evaluation.suites import Cell, Suite, SuiteModel
 
 # The dry run keeps the protocol's sampling and checks but not its cost: episode/draw counts cut to 2, a
 # probe's C grid cut to its first value and its solver to 20 iterations (on 2-d random features).
@@ -274,7 +274,7 @@ def execute_cell(plan: CellPlan, settings: BenchSettings, log_path: str | None =
 
 def run_suite(suite: Suite, settings: BenchSettings, *, launcher: Any = None,
               on_outcome: Callable[[CellOutcome], None] | None = None,
-              on_plan: Callable[[list[CellPlan]], None] | None = None) -> BenchReport:
+              on_start: Callable[[str], None] | None = None) -> BenchReport:
     """Check all cells, skip the valid ones, run the rest (in-process, or through `launcher`)."""
     if not suite.models:
         raise UsageError(f"suite '{suite.name}' has no models: give --model LABEL=ENCODER:CHECKPOINT")
@@ -284,8 +284,6 @@ def run_suite(suite: Suite, settings: BenchSettings, *, launcher: Any = None,
         lines = "\n".join(f"  {p.cell.id}: {p.problem}" for p in bad)
         raise UsageError(f"suite '{suite.name}': {len(bad)} of {len(plans)} cells failed the checks (nothing was "
                          f"embedded):\n{lines}\nFix them, or pass --keep-going to run the other cells.")
-    if on_plan:
-        on_plan(plans)
     outcomes: dict[str, CellOutcome] = {}
 
     def emit(outcome: CellOutcome) -> None:
@@ -306,6 +304,8 @@ def run_suite(suite: Suite, settings: BenchSettings, *, launcher: Any = None,
             todo.append(p)
     if launcher is None:
         for p in todo:
+            if on_start:
+                on_start(p.cell.id)
             emit(execute_cell(p, settings))
     else:
         launcher.run(todo, settings, emit)

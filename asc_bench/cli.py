@@ -453,7 +453,8 @@ def bench_cmd(suite: str, models: tuple[str, ...], results_dir: str, data_roots:
             if o.status == "failed":
                 err.print(f"[red]failed[/] {o.cell_id}: {o.message}", highlight=False, soft_wrap=True)
 
-        report = run_suite(spec, settings, launcher=runner, on_outcome=on_outcome)
+        report = run_suite(spec, settings, launcher=runner, on_outcome=on_outcome,
+                           on_start=lambda cell: bar.describe(f"bench {spec.name}: {cell}"))
     table = Table(title=f"bench {spec.name}")
     for col in ("cell", "status", "score ± 95% CI", "record / reason"):
         table.add_column(col)
