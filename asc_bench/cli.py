@@ -19,7 +19,7 @@ from asc_bench.plugins import KINDS, get_manager
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
-LIST_KINDS = tuple(KINDS) + ("tasks", "suites", "weights")
+LIST_KINDS = tuple(KINDS) + ("tasks", "suites", "weights", "sources")
 
 
 class Context:
@@ -79,8 +79,8 @@ def _manager():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_guard
 def list_cmd(kind: str, as_json: bool) -> None:
-    """List registered encoders, datasets, tasks, suites, protocols, losses, augmentations, recipes, or
-    where each built-in encoder's weights come from (weights)."""
+    """List registered encoders, datasets, tasks, suites, protocols, losses, augmentations, recipes,
+    where each built-in encoder's weights come from (weights), or the download sources (sources)."""
     rows = _list_rows(kind)
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
@@ -97,7 +97,7 @@ def _list_rows(kind: str) -> list[dict[str, Any]]:
     from asc_bench.tasks import discover_tasks
 
     manager = _manager()
-    if kind in ("suites", "weights"):
+    if kind in ("suites", "weights", "sources"):
         return _list_suites_or_weights(kind, manager)
     if kind == "tasks":
         return [{"name": t.name, "dataset": t.dataset, "protocol": t.protocol, "group": t.group,
@@ -386,6 +386,12 @@ def _list_suites_or_weights(kind: str, manager: Any) -> list[dict[str, Any]]:
         from asc_bench.embedding.weights import weight_rows
 
         return weight_rows(manager)
+    if kind == "sources":
+        from asc_bench.data.download import load_registry
+
+        return [{"name": s.name, "dataset": s.dataset, "files": len(s.files) or "manual", "page": s.page,
+                 "layout": s.layout, "verified by": "; ".join(s.notes) or "-"}
+                for s in sorted(load_registry().values(), key=lambda s: s.name)]
     from asc_bench.evaluation.suites import discover_suites
 
     return [{"name": s.name, "columns": ", ".join(c.label for c in s.columns),

@@ -169,3 +169,5 @@ def test_voxceleb1_says_what_to_do_and_builtin_sources_say_how_they_are_verified
         # no md5 is invented: where the specs give none, the entry says how it is verified instead
         assert all(f.md5 is None for f in src.files) and any("no md5" in n for n in src.notes)
     assert SOURCES["icme24"].files[0].size == 5_271_935_462
+    listed = {r["name"]: r for r in json.loads(cli("list", "sources", "--json").stdout)}
+    assert listed["voxceleb1"]["files"] == "manual" and listed["nsynth-valid"]["dataset"] == "nsynth"
