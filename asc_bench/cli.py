@@ -435,9 +435,9 @@ def bench_cmd(suite: str, models: tuple[str, ...], results_dir: str, data_roots:
 
     Exit code 0 when every cell is done or skipped (valid record), 1 when a cell failed, 2 on bad usage
     or when cells fail the checks (nothing embedded then)."""
-    from asc_bench.bench import BenchSettings, run_suite
+    from asc_bench.evaluation.bench import BenchSettings, run_suite
     from asc_bench.evaluation.suites import parse_model_arg, resolve_suite
-    from asc_bench.launchers import make_launcher
+    from asc_bench.evaluation.launchers import make_launcher
     from asc_bench.progress import progress
 
     manager = _manager()
@@ -514,7 +514,7 @@ def data_download_cmd(name: str, target: str | None, registry: str | None, keep_
     """Fetch a dataset's official archives (pooch), verify, resume, and unpack into the adapter's layout."""
     import os
 
-    from asc_bench.data.check import check_dataset
+    from asc_bench.evaluation.data_check import check_dataset
     from asc_bench.data.download import download, get_source
     from asc_bench.data.listing import DATA_ENV
 
@@ -548,7 +548,7 @@ def data_check_cmd(name: str, data_root: str | None, decode: bool, as_json: bool
     """Validate a dataset's layout: classes, clips per class, splits, groups, which tasks it serves."""
     from dataclasses import asdict
 
-    from asc_bench.data.check import check_dataset
+    from asc_bench.evaluation.data_check import check_dataset
 
     check = check_dataset(name, data_root, decode=decode, plugins=click.get_current_context().find_object(Context).plugins)
     if as_json:

@@ -93,13 +93,13 @@ class BenchReport:
 
 
 # ------------------------------------------------------------------------------------------ identity
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "_"
 
 
 def cell_record_path(results_dir: str | Path, cell: Cell) -> Path:
     """`<results>/suites/<suite>/<label>/<column>.json`: one file per cell, so resume is a lookup."""
-    return Path(results_dir) / "suites" / _safe(cell.suite) / _safe(cell.model.label) / f"{_safe(cell.column.label)}.json"
+    return Path(results_dir) / "suites" / safe_name(cell.suite) / safe_name(cell.model.label) / f"{safe_name(cell.column.label)}.json"
 
 
 def cell_identity(plan: CellPlan) -> dict[str, Any]:

@@ -49,7 +49,7 @@ class DataCheck:
 def check_dataset(name: str, data_root: str | Path | None, *, decode: bool = False, plugins: tuple[str, ...] = (),
                   cache_dir: str | Path | None = None) -> DataCheck:
     """Check dataset `name` (an adapter name, or a download source name such as nsynth-test)."""
-    from asc_bench.bench import dry_run_protocol
+    from asc_bench.evaluation.bench import dry_run_protocol
     from asc_bench.data.download import load_registry
     from asc_bench.data.listing import dataset_root, list_clips
     from asc_bench.embedding.cache import default_cache_dir

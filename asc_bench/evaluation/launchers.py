@@ -2,7 +2,8 @@
 
 A suite is a grid of independent cells, so it scales out as one job per cell, not as one distributed job
 (a single cell still spreads over GPUs with torchrun). Both launchers call the same
-`asc_bench.bench.execute_cell` in another process, so a cell's record is the same wherever it ran
+`asc_bench.evaluation.bench.execute_cell` in another process, so a cell's record is the same wherever it
+ran
 (episodes and scores depend only on task, seed and data; timestamps and timings differ). All cells write
 into one results folder and share one embedding cache (`--cache-dir`, which must then be on a shared
 file system; the cache's locks make concurrent writers of one key safe).
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from asc_bench.api import UsageError
-from asc_bench.bench import BenchSettings, CellOutcome, CellPlan, _safe, execute_cell
+from asc_bench.evaluation.bench import BenchSettings, CellOutcome, CellPlan, safe_name, execute_cell
 
 LAUNCHERS = ("inline", "local", "slurm")
 
@@ -34,11 +35,11 @@ class LocalLauncher:
     def run(self, plans: Sequence[CellPlan], settings: BenchSettings, emit: Callable[[CellOutcome], None]) -> None:
         if not plans:
             return
-        logs = Path(settings.results_dir) / "_logs" / _safe(self.suite)
+        logs = Path(settings.results_dir) / "_logs" / safe_name(self.suite)
         logs.mkdir(parents=True, exist_ok=True)
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=max(1, self.jobs), mp_context=ctx) as pool:
-            futures = {pool.submit(execute_cell, p, settings, str(logs / f"{_safe(p.cell.id)}.log")): p
+            futures = {pool.submit(execute_cell, p, settings, str(logs / f"{safe_name(p.cell.id)}.log")): p
                        for p in plans}
             for fut in as_completed(futures):
                 plan = futures[fut]
@@ -86,7 +87,7 @@ class SubmititLauncher:
     def run(self, plans: Sequence[CellPlan], settings: BenchSettings, emit: Callable[[CellOutcome], None]) -> None:
         if not plans:
             return
-        folder = Path(settings.results_dir) / "_submitit" / _safe(self.suite)
+        folder = Path(settings.results_dir) / "_submitit" / safe_name(self.suite)
         ex = self.executor(folder)
         pending = list(plans)
         for attempt in range(self.retries + 1):
