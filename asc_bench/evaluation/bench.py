@@ -99,7 +99,8 @@ def safe_name(text: str) -> str:
 
 def cell_record_path(results_dir: str | Path, cell: Cell) -> Path:
     """`<results>/suites/<suite>/<label>/<column>.json`: one file per cell, so resume is a lookup."""
-    return Path(results_dir) / "suites" / safe_name(cell.suite) / safe_name(cell.model.label) / f"{safe_name(cell.column.label)}.json"
+    return (Path(results_dir) / "suites" / safe_name(cell.suite) / safe_name(cell.model.label)
+            / f"{safe_name(cell.column.label)}.json")
 
 
 def cell_identity(plan: CellPlan) -> dict[str, Any]:

@@ -3,8 +3,7 @@
 A suite is a grid of independent cells, so it scales out as one job per cell, not as one distributed job
 (a single cell still spreads over GPUs with torchrun). Both launchers call the same
 `asc_bench.evaluation.bench.execute_cell` in another process, so a cell's record is the same wherever it
-ran
-(episodes and scores depend only on task, seed and data; timestamps and timings differ). All cells write
+ran (episodes and scores depend only on task, seed and data; timestamps and timings differ). All cells write
 into one results folder and share one embedding cache (`--cache-dir`, which must then be on a shared
 file system; the cache's locks make concurrent writers of one key safe).
 
