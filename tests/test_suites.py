@@ -296,3 +296,40 @@ def test_a_cell_failing_at_run_time_is_reported_and_the_others_run(table2, tmp_p
     assert "floor / ESC" in res.stderr and victim.name in res.stderr
     assert (tmp_path / "results" / "suites" / "two" / "floor" / "NSynth.json").is_file()
     assert not (tmp_path / "results" / "suites" / "two" / "floor" / "ESC.json").exists()
+
+
+def test_submitit_launcher_resubmits_crashed_jobs_but_not_failed_cells():
+    """A job that raised (node failure, time limit) is resubmitted while retries remain; a cell that failed
+    inside asc-bench returns a failed outcome and is not."""
+    from asc_bench.evaluation.bench import BenchSettings, CellOutcome, CellPlan
+    from asc_bench.evaluation.launchers import SubmititLauncher
+    from asc_bench.evaluation.suites import Cell, SuiteColumn, SuiteModel
+
+    plans = [CellPlan(Cell("s", SuiteModel(label, "logmel-stats"), SuiteColumn("t", "T"))) for label in "abc"]
+    crashes = {"a / T": 1, "b / T": 5}          # a crashes once, b always
+    submitted: list[list[str]] = []
+
+    class Job:
+        def __init__(self, plan):
+            self.plan, self.job_id = plan, f"job-{plan.cell.id}"
+
+        def result(self):
+            cid = self.plan.cell.id
+            if crashes.get(cid, 0) > 0:
+                crashes[cid] -= 1
+                raise RuntimeError("node failure\nslurmstepd: CANCELLED")
+            return CellOutcome(cid, "failed" if cid == "c / T" else "done", "bad data" if cid == "c / T" else "")
+
+    class Executor:
+        def map_array(self, fn, plans_, settings_):
+            submitted.append([p.cell.id for p in plans_])
+            return [Job(p) for p in plans_]
+
+    launcher = SubmititLauncher(cluster="local", suite="s", retries=2)
+    launcher.executor = lambda folder: Executor()
+    got: dict[str, CellOutcome] = {}
+    launcher.run(plans, BenchSettings(results_dir="/tmp/unused"), lambda o: got.__setitem__(o.cell_id, o))
+    assert submitted == [["a / T", "b / T", "c / T"], ["a / T", "b / T"], ["b / T"]]
+    assert got["a / T"].status == "done" and got["c / T"].message == "bad data"
+    assert got["b / T"].status == "failed" and "after 3 attempt(s)" in got["b / T"].message
+    assert "CANCELLED" in got["b / T"].message
