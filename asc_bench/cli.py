@@ -19,7 +19,7 @@ from asc_bench.plugins import KINDS, get_manager
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
-LIST_KINDS = tuple(KINDS) + ("tasks",)
+LIST_KINDS = tuple(KINDS) + ("tasks", "suites", "weights", "sources")
 
 
 class Context:
@@ -79,7 +79,8 @@ def _manager():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_guard
 def list_cmd(kind: str, as_json: bool) -> None:
-    """List registered encoders, datasets, tasks, protocols, losses, augmentations or recipes."""
+    """List registered encoders, datasets, tasks, suites, protocols, losses, augmentations, recipes,
+    where each built-in encoder's weights come from (weights), or the download sources (sources)."""
     rows = _list_rows(kind)
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
@@ -94,6 +95,8 @@ def list_cmd(kind: str, as_json: bool) -> None:
 
 def _list_rows(kind: str) -> list[dict[str, Any]]:
     manager = _manager()
+    if kind in ("suites", "weights", "sources"):
+        return _list_suites_or_weights(kind, manager)
     if kind == "tasks":
         from asc_bench.tasks import discover_tasks
 
@@ -406,11 +409,19 @@ def _p(value: float) -> str:
 @click.option("--margin", type=click.FloatRange(0, min_open=True),
               help="Equivalence margin in points: ≡ marks entries equivalent to the best within ±X (TOST).")
 @click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--suite", help="Print a suite's paper-shaped table with the published rows and consistency checks "
+                              "(written to --out only when --out is given).")
+@click.option("--papers-ci", is_flag=True, help="With --suite: compute our CI the papers' way (1.96·σ/√n, "
+                                                "population σ) for the consistency check.")
 @_guard
 def leaderboard_cmd(results_dir: str | None, params: tuple[str, ...], out_path: str, plots_dir: str | None,
-                    interval: str, margin: float | None, alpha: float) -> None:
+                    interval: str, margin: float | None, alpha: float, suite: str | None, papers_ci: bool) -> None:
     """Markdown tables (mean ± one declared interval, best in bold, † = not separable from the best at α) from records."""
     from asc_bench.atomic import atomic_write_bytes
+
+    if suite:
+        _suite_leaderboard(suite, results_dir, out_path, papers_ci)
+        return
     from asc_bench.evaluation.leaderboard import render_leaderboard, select_cells, write_plots
     from asc_bench.evaluation.records import load_records, results_dir_or_default
 
@@ -478,6 +489,212 @@ def episodes_cmd(task: str, data_root: str | None, seed: int | None, params: tup
     out.print(f"wrote {s.units} {s.kind} to {s.path} ({policy}; {s.grouped_clips} clips with a group; "
               f"{s.leaks} {s.kind} with {other} sharing a group with their "
               f"{'training' if s.kind == 'folds' else 'support'} clips)", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------ suites
+def _list_suites_or_weights(kind: str, manager: Any) -> list[dict[str, Any]]:
+    if kind == "weights":
+        from asc_bench.embedding.weight_sources import weight_rows
+
+        return weight_rows(manager)
+    if kind == "sources":
+        from asc_bench.data.download import load_registry
+
+        return [{"name": s.name, "dataset": s.dataset, "files": len(s.files) or "manual", "page": s.page,
+                 "layout": s.layout, "verified by": "; ".join(s.notes) or "-"}
+                for s in sorted(load_registry().values(), key=lambda s: s.name)]
+    from asc_bench.evaluation.suites import discover_suites
+
+    return [{"name": s.name, "columns": ", ".join(c.label for c in s.columns),
+             "models": ", ".join(m.label for m in s.models), "published rows": len(s.published),
+             "description": s.description} for s in sorted(discover_suites(manager.suite_dirs).values(),
+                                                            key=lambda s: s.name)]
+
+
+@cli.command("bench")
+@click.argument("suite")
+@click.option("--model", "models", multiple=True, metavar="LABEL=ENCODER:CHECKPOINT",
+              help="Replace the suite's models (repeatable); CHECKPOINT is a path, 'random' or 'none'.")
+@click.option("--results-dir", type=click.Path(file_okay=False), help="Where records go (default as for run).")
+@click.option("--data-root", "data_roots", multiple=True, metavar="DATASET=DIR",
+              help="Root of one dataset (repeatable; default $ASC_BENCH_DATA/<dataset>).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Embedding cache (shared by all cells).")
+@click.option("--device", default="cpu", help="cpu, cuda or cuda:N.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", type=int, help="Episode seed for every cell (default: each task's).")
+@click.option("--force", is_flag=True, help="Rerun cells that already have a valid record.")
+@click.option("--keep-going", is_flag=True, help="Run the cells that pass the checks even if others fail them.")
+@click.option("--launcher", type=click.Choice(["inline", "local", "slurm"]), default="inline", show_default=True,
+              help="inline: this process; local: local worker processes; slurm: submitit array jobs.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="local: worker processes.")
+@click.option("--gpus", default=0, show_default=True, type=click.IntRange(min=0), help="slurm: GPUs per cell.")
+@click.option("--cpus", default=4, show_default=True, type=click.IntRange(min=1), help="slurm: CPUs per cell.")
+@click.option("--time", "timeout_min", default=60, show_default=True, type=click.IntRange(min=1),
+              help="slurm: time limit per cell, minutes.")
+@click.option("--mem-gb", type=float, help="slurm: memory per cell.")
+@click.option("--partition", help="slurm: partition.")
+@click.option("--array-parallelism", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--retries", default=1, show_default=True, type=click.IntRange(min=0),
+              help="slurm: resubmit cells whose job crashed (node failure, time limit) this many times.")
+@click.option("--submitit-cluster", default="slurm", hidden=True, help="submitit cluster (tests: local).")
+@_guard
+def bench_cmd(suite: str, models: tuple[str, ...], results_dir: str | None, data_roots: tuple[str, ...], cache_dir: str | None,
+              device: str, batch_size: int, seed: int | None, force: bool, keep_going: bool, launcher: str, jobs: int,
+              gpus: int, cpus: int, timeout_min: int, mem_gb: float | None, partition: str | None,
+              array_parallelism: int, retries: int, submitit_cluster: str) -> None:
+    """Run every (model, task) cell of a suite: checks first, resumable, one progress view, a summary.
+
+    Exit code 0 when every cell is done or skipped (valid record), 1 when a cell failed, 2 on bad usage
+    or when cells fail the checks (nothing embedded then)."""
+    from asc_bench.evaluation.bench import BenchSettings, run_suite
+    from asc_bench.evaluation.suites import parse_model_arg, resolve_suite
+    from asc_bench.evaluation.launchers import make_launcher
+    from asc_bench.evaluation.records import results_dir_or_default
+    from asc_bench.progress import progress
+
+    results_dir = str(results_dir_or_default(results_dir))
+    manager = _manager()
+    spec = resolve_suite(suite, manager.suite_dirs)
+    if models:
+        spec = spec.with_models([parse_model_arg(m) for m in models])
+    settings = BenchSettings(results_dir=results_dir, cache_dir=cache_dir, data_roots=_kv(data_roots, "--data-root"),
+                             device=device, batch_size=batch_size, seed=seed, force=force, keep_going=keep_going,
+                             plugins=click.get_current_context().find_object(Context).plugins)
+    runner = make_launcher(launcher, suite=spec.name, jobs=jobs, cluster=submitit_cluster, timeout_min=timeout_min,
+                           gpus_per_node=gpus, cpus_per_task=cpus, mem_gb=mem_gb, partition=partition,
+                           array_parallelism=array_parallelism, retries=retries)
+    n_cells = len(spec.models) * len(spec.columns)
+    err.print(f"{spec.name}: {len(spec.models)} models x {len(spec.columns)} columns = {n_cells} cells; "
+              f"checking all cells before embedding", highlight=False)
+    with progress(f"bench {spec.name}", total=n_cells) as bar:
+        def on_outcome(o: Any) -> None:
+            bar.advance(1)
+            if o.status == "failed":
+                err.print(f"[red]failed[/] {o.cell_id}: {o.message}", highlight=False, soft_wrap=True)
+
+        report = run_suite(spec, settings, launcher=runner, on_outcome=on_outcome,
+                           on_start=lambda cell: bar.describe(f"bench {spec.name}: {cell}"))
+    table = Table(title=f"bench {spec.name}")
+    for col in ("cell", "status", "score ± 95% CI", "record / reason"):
+        table.add_column(col)
+    for o in report.outcomes:
+        score = f"{100 * o.mean:.2f} ± {100 * o.half_width:.2f} %" if o.mean is not None and o.half_width is not None \
+            and o.half_width == o.half_width else ("-" if o.mean is None else f"{100 * o.mean:.2f} %")
+        style = {"done": "green", "skipped": "cyan", "failed": "red"}[o.status]
+        table.add_row(o.cell_id, f"[{style}]{o.status}[/]", score, o.record_path or o.message)
+    out.print(table)
+    out.print(f"{report.count('done')} done, {report.count('skipped')} skipped (valid record), "
+              f"{report.count('failed')} failed; records in {results_dir}", highlight=False)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _suite_leaderboard(suite: str, results_dir: str | None, out_path: str, papers_ci: bool) -> None:
+    from click.core import ParameterSource
+
+    from asc_bench.atomic import atomic_write_bytes
+    from asc_bench.evaluation.records import results_dir_or_default
+    from asc_bench.evaluation.suite_table import render_suite_table, suite_records
+    from asc_bench.evaluation.suites import resolve_suite
+
+    spec = resolve_suite(suite, _manager().suite_dirs)
+    records = suite_records(spec, results_dir_or_default(results_dir))
+    if not records:
+        raise UsageError(f"no records of suite '{spec.name}' in {results_dir_or_default(results_dir)}; run "
+                         f"`asc-bench bench {spec.name}` first")
+    text = render_suite_table(spec, records, papers_ci=papers_ci)
+    click.echo(text)
+    if click.get_current_context().get_parameter_source("out_path") != ParameterSource.DEFAULT:
+        atomic_write_bytes(out_path, text.encode("utf-8"))
+        err.print(f"wrote {out_path}", highlight=False)
+
+
+# ------------------------------------------------------------------------------------------ data
+@cli.group("data")
+def data_group() -> None:
+    """Download official datasets and check datasets on disk."""
+
+
+@data_group.command("download")
+@click.argument("name")
+@click.option("--to", "target", type=click.Path(file_okay=False),
+              help="Target folder (default $ASC_BENCH_DATA/<dataset>); pass it to --data-root afterwards.")
+@click.option("--registry", type=click.Path(dir_okay=False, exists=True),
+              help="YAML file of sources replacing built-ins of the same name (also $ASC_BENCH_DATA_SOURCES).")
+@click.option("--keep-archives", is_flag=True, help="Keep the archives after unpacking.")
+@_guard
+def data_download_cmd(name: str, target: str | None, registry: str | None, keep_archives: bool) -> None:
+    """Fetch a dataset's official archives (pooch), verify, resume, and unpack into the adapter's layout."""
+    import os
+
+    from asc_bench.evaluation.data_check import check_dataset
+    from asc_bench.data.download import download, get_source
+    from asc_bench.data.listing import DATA_ENV
+
+    src = get_source(name, registry)
+    if src.manual:
+        out.print(src.manual, highlight=False)
+        sys.exit(1)
+    if target is None:
+        base = os.environ.get(DATA_ENV)
+        if not base:
+            raise UsageError(f"give --to DIR or set ${DATA_ENV} (the dataset goes to ${DATA_ENV}/{src.dataset})")
+        target = os.path.join(base, src.dataset)
+    report = download(name, target, registry=registry, keep_archives=keep_archives)
+    for f, offset in report.resumed.items():
+        out.print(f"{f}: resumed at byte {offset:,}", highlight=False)
+    out.print(f"{name}: {len(report.downloaded)} file(s) downloaded and verified, {len(report.already)} already "
+              f"done; unpacked into {report.target}", highlight=False)
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False)
+    check = check_dataset(src.dataset, report.target, plugins=click.get_current_context().find_object(Context).plugins)
+    _print_check(check)
+
+
+@data_group.command("check")
+@click.argument("name")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Dataset root (default $ASC_BENCH_DATA/<dataset>).")
+@click.option("--decode", is_flag=True, help="Also decode every listed file.")
+@click.option("--json", "as_json", is_flag=True)
+@_guard
+def data_check_cmd(name: str, data_root: str | None, decode: bool, as_json: bool) -> None:
+    """Validate a dataset's layout: classes, clips per class, splits, groups, which tasks it serves."""
+    from dataclasses import asdict
+
+    from asc_bench.evaluation.data_check import check_dataset
+
+    check = check_dataset(name, data_root, decode=decode, plugins=click.get_current_context().find_object(Context).plugins)
+    if as_json:
+        click.echo(json.dumps({**asdict(check), "ok": check.ok}, indent=1))
+    else:
+        _print_check(check)
+    if not check.ok:
+        sys.exit(1)
+
+
+def _print_check(check: Any) -> None:
+    out.print(f"[bold]{check.dataset}[/] at {check.root}", highlight=False)
+    if check.listing_error:
+        out.print(f"[yellow]default listing:[/] {check.listing_error}", highlight=False, soft_wrap=True)
+    if check.n_clips:
+        counts = sorted(check.classes.values())
+        out.print(f"{check.n_clips:,} clips, {len(check.classes)} classes, clips per class {counts[0]}–{counts[-1]} "
+                  f"(median {counts[len(counts) // 2]})", highlight=False)
+        out.print("classes: " + ", ".join(f"{k} ({v})" for k, v in check.classes.items()), highlight=False,
+                  soft_wrap=True)
+        out.print("splits: " + ", ".join(f"{k} ({v})" for k, v in check.splits.items()), highlight=False)
+        if check.groups:
+            out.print("groups: " + ", ".join(f"{v} {k}s" for k, v in check.groups.items()), highlight=False)
+    for t in check.tasks:
+        mark = "[green]ok[/]" if t.ok else "[red]needs more[/]"
+        out.print(f"task {t.task}: {mark} {t.detail}", highlight=False, soft_wrap=True)
+    if check.decoded or check.bad_files:
+        out.print(f"decoded {check.decoded} file(s), {len(check.bad_files)} failed", highlight=False)
+        for path, why in check.bad_files[:20]:
+            out.print(f"  [red]{path}[/]: {why}", highlight=False)
+
+
+# Must stay last: it adds --debug to every command defined above.
 def _debug_after_subcommand(group: click.Group) -> None:
     """`asc-bench run ... --debug` works like `asc-bench --debug run ...` (every subcommand)."""
     def turn_on(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

@@ -84,3 +84,13 @@ def register_task_dirs(register: Callable[..., None]) -> None:
     Called once at start-up. Call ``register(path)`` with a directory; every ``*.yaml`` in it is a
     task whose name is the file's ``name`` field. A task name defined twice is an error.
     """
+
+
+@hookspec
+def register_suite_dirs(register: Callable[..., None]) -> None:
+    """Contribute directories of benchmark-suite YAML files (``asc-bench bench``, ``list suites``).
+
+    Called once at start-up. Call ``register(path)`` with a directory; every ``*.yaml`` in it is a
+    suite whose name is the file's ``name`` field (format: ``asc_bench.evaluation.suites``). A suite
+    name defined twice is an error naming both files.
+    """

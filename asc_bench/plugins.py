@@ -71,6 +71,7 @@ class PluginManager:
     registries: dict[str, dict[str, Any]]
     task_dirs: list[tuple[Path, str]]
     clashes: list[Clash] = field(default_factory=list)
+    suite_dirs: list[tuple[Path, str]] = field(default_factory=list)
 
     def clashes_of(self, kind: str) -> dict[str, list[Clash]]:
         """Refused registrations of `kind`, by name."""
@@ -129,6 +130,7 @@ def build_manager(extra_modules: Iterable[str] = ()) -> PluginManager:
     infos: list[PluginInfo] = []
     registries: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
     task_dirs: list[tuple[Path, str]] = []
+    suite_dirs: list[tuple[Path, str]] = []
     seen_modules: set[int] = set()
     clashes: list[Clash] = []
 
@@ -154,12 +156,15 @@ def build_manager(extra_modules: Iterable[str] = ()) -> PluginManager:
         info.hooks = sorted(h.name for h in pm.get_hookcallers(module) or [])
         staged: dict[str, dict[str, Any]] = {k: {} for k in KINDS}
         staged_dirs: list[Path] = []
+        staged_suite_dirs: list[Path] = []
         try:
             for kind, (hook, entry_cls, _) in KINDS.items():
                 for impl in _impls_of(pm, hook, module):
                     impl(register=_collector(kind, entry_cls, staged[kind], info.name))
             for impl in _impls_of(pm, "register_task_dirs", module):
                 impl(register=lambda path: staged_dirs.append(Path(path)))
+            for impl in _impls_of(pm, "register_suite_dirs", module):
+                impl(register=lambda path: staged_suite_dirs.append(Path(path)))
         except Exception as exc:
             pm.unregister(module)
             info.error = f"registration failed: {type(exc).__name__}: {exc}"
@@ -178,7 +183,9 @@ def build_manager(extra_modules: Iterable[str] = ()) -> PluginManager:
         if info.clashes and _strict():
             raise AscBenchError(f"plugin '{name}': name clash: {'; '.join(info.clashes)}")
         task_dirs.extend((d, info.name) for d in staged_dirs)
-    return PluginManager(pm=pm, plugins=infos, registries=registries, task_dirs=task_dirs, clashes=clashes)
+        suite_dirs.extend((d, info.name) for d in staged_suite_dirs)
+    return PluginManager(pm=pm, plugins=infos, registries=registries, task_dirs=task_dirs, clashes=clashes,
+                         suite_dirs=suite_dirs)
 
 
 def _impls_of(pm: pluggy.PluginManager, hook: str, plugin: object) -> list[Callable[..., None]]:

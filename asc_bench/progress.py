@@ -22,6 +22,12 @@ class Tracker:
         self._task: TaskID | None = bar.add_task(description, total=total) if bar is not None else None
         self._next_quarter = 0.25
 
+    def describe(self, description: str) -> None:
+        """Change the label (e.g. the cell in progress); plain mode prints it at the next quarter."""
+        self.description = description
+        if self._bar is not None:
+            self._bar.update(self._task, description=description)
+
     def advance(self, n: int = 1) -> None:
         if n > 0:
             self.update(self.done + n, self.total)

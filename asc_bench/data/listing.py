@@ -119,9 +119,10 @@ def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
     The listing fingerprint covers (relative path, label, split) of every clip in order, and the clip's
     group where it has one: it seeds the episodes, and the group-disjoint sampler reads the groups, so
     equal listing fingerprints mean equal episodes on every machine (a clip without a group hashes as
-    before groups existed). The files fingerprint covers (relative path, label, split) and each file's
-    size and mtime, not the group (embeddings do not depend on it): it keys the embedding cache, so an
-    edited file invalidates it.
+    before groups existed). The files fingerprint covers
+    (relative path, size, mtime) of every clip in order, not labels or splits: it keys the embedding
+    cache, so an edited file invalidates it while tasks that label or split the same files differently
+    (NSynth instrument vs family, one suite's columns) share one embedding pass.
     Paths are relative to the clips' common folder, so moving the dataset changes neither.
     """
     paths = [c.path for c in clips]
@@ -135,7 +136,8 @@ def fingerprints(clips: Sequence[Clip]) -> tuple[str, str]:
 
 def _hash_rows(clips: Sequence[Clip], cut: int, listing: Any, files: Any) -> None:
     for clip in clips:
-        row = f"{clip.path[cut:]}\0{clip.label}\0{clip.split}\n".encode()
+        rel = clip.path[cut:]
+        row = f"{rel}\0{clip.label}\0{clip.split}\n".encode()
         group = clip.group
         listing.update(row if group is None else row[:-1] + f"\0{group}\n".encode())
         try:
@@ -143,4 +145,4 @@ def _hash_rows(clips: Sequence[Clip], cut: int, listing: Any, files: Any) -> Non
             stamp = f"{st.st_size}\0{st.st_mtime_ns}"
         except OSError:
             stamp = "missing"   # reported by name when the file is decoded
-        files.update(row + stamp.encode())
+        files.update(f"{rel}\0{stamp}\n".encode())
