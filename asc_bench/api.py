@@ -241,6 +241,8 @@ class ListingInfo:
 
     @classmethod
     def from_clips(cls, clips: Sequence[Clip]) -> "ListingInfo":
+        import numpy as np
+
         classes = sorted({c.label for c in clips})
         index = {label: i for i, label in enumerate(classes)}
         return cls(clips=clips, classes=classes,
@@ -250,6 +252,8 @@ class ListingInfo:
 
     def as_eval_data(self, dim: int = 1) -> "EvalData":
         """The listing as protocol input with all-zero embeddings, for dry runs in pre-checks."""
+        import numpy as np
+
         return EvalData(embeddings=np.zeros((len(self.clips), dim), np.float32), labels=self.labels,
                         classes=list(self.classes), splits=list(self.splits), extras=list(self.extras),
                         groups=None if self.groups is None else list(self.groups))
