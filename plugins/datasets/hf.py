@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from typing import Any
 
 from asc_bench.api import Clip, DatasetRequest, LayoutError, UsageError
+from asc_bench.atomic import atomic_write_bytes
 
 from asc_bench_plugins.datasets import _layout as L
 
@@ -144,29 +144,14 @@ def _audio_file(audio: Any, store: str, local_dir: str | None, where: str) -> st
         ext = os.path.splitext(name)[1].lower()
         path = os.path.join(store, digest[:2], digest + (ext if ext in AUDIO_EXTS else _sniff_ext(data)))
         if not os.path.exists(path):
-            _write_once(path, data)
+            # content-addressed: no fsync (one per clip would dominate for 100k clips); umask applies
+            atomic_write_bytes(path, data, fsync=False)
         return path
     if not name:
         raise LayoutError(f"dataset '{NAME}': {where}: audio has neither bytes nor a path")
     if os.path.isabs(name) or local_dir is None:
         return os.path.abspath(name)
     return os.path.normpath(os.path.join(local_dir, name))
-
-
-def _write_once(path: str, data: bytes) -> None:
-    """Write to a temporary name, then rename: a reader (or a parallel run) never sees half a file.
-    No fsync: the name is the content's hash, and one fsync per clip would dominate for 100k clips."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _sniff_ext(data: bytes) -> str:
