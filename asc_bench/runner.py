@@ -11,7 +11,7 @@ import torch
 
 import asc_bench
 from asc_bench import distributed as dist
-from asc_bench.api import CheckpointError, Clip, EncoderRequest, EvalData, UsageError
+from asc_bench.api import CheckpointError, Clip, EncoderRequest, EvalData, UsageError, check_params
 from asc_bench.data.listing import fingerprints, list_clips
 from asc_bench.embedding.cache import EmbeddingCache, default_cache_dir
 from asc_bench.embedding.checkpoints import sha256_file
@@ -138,6 +138,8 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
     started = time.perf_counter()
     protocol = manager.get("protocols", spec.protocol)
     seed = spec.seed if opts.seed is None else opts.seed
+    if protocol.params:      # unknown params fail here, before any embedding
+        check_params(spec.protocol, spec.params, protocol.params)
     done = _embed(manager, encoder_name, spec, opts)
     clips, listing_fp, files_fp, enc, emb = done.clips, done.listing_fp, done.files_fp, done.encoder, done.result
     key = emb.cache_key
@@ -164,7 +166,8 @@ def _run(manager: PluginManager, encoder_name: str, spec: TaskSpec, opts: RunSet
                     "n_clips": len(clips), "n_classes": len(classes)},
         "seed": seed,
         "protocol": {"name": spec.protocol, "params": _public(result.params or spec.params),
-                     "unit": result.unit, "metric": result.metric},
+                     "unit": result.unit, "metric": result.metric,
+                     **({"details": json_safe(result.details)} if result.details else {})},
         "episode_hash": result.episode_hash,
         "scores": [float(s) for s in np.asarray(result.scores, dtype=np.float64)],
         "summary": ci.to_summary(),

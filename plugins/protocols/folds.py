@@ -78,3 +78,22 @@ def make_folds(splits: Sequence[str | None], folds: Any = "official") -> Folds:
         train.append(tr_rows)
         test.append(te_rows)
     return Folds(names, train, test, layout)
+
+
+def group_codes(groups: Sequence[str | None] | None, n: int) -> np.ndarray | None:
+    """Integer group code per clip, or None when the dataset defines no groups.
+
+    A clip without a group (None or "") is its own group: it can only be grouped with itself.
+    """
+    if groups is None:
+        return None
+    values = ["" if g is None else str(g) for g in groups]
+    if len(values) != n:
+        raise AscBenchError(f"EvalData.groups has {len(values)} entries for {n} clips")
+    if not any(values):
+        return None
+    _, codes = np.unique(np.array(values, dtype=object), return_inverse=True)
+    codes = codes.astype(np.int64)
+    loners = np.flatnonzero(np.array([v == "" for v in values]))
+    codes[loners] = codes.max() + 1 + np.arange(loners.size)
+    return codes

@@ -3,28 +3,65 @@
 One draw = K clips of every class as training data, every other clip as test data
 (`query: rest`; the draws are sampled by asc_bench.evaluation.episodes as `n_way: all`, `n_query: rest`,
 `episodes: draws`, so they depend only on labels, params, seed, `_spec_hash` and `_fingerprint`).
-Embeddings are L2-normalised per clip; a multinomial logistic regression (scikit-learn, lbfgs,
-inverse regularisation C, no intercept scaling, max_iter 1000) is fitted on the K*C training clips
-and scored on the rest. The score of a draw is its test accuracy; `scores` has one entry per draw.
+Embeddings are L2-normalised per clip; a multinomial logistic regression (the objective of
+scikit-learn's LogisticRegression(lbfgs), intercept unpenalised; solved by
+plugins/protocols/logreg.py in float64) is fitted on the K*C training clips and scored on the rest.
+The score of a draw is its test accuracy; `scores` has one entry per draw.
+
+C selection (`C: auto`, the default). Per draw, C is chosen from `Cs` by cross-validation on that
+draw's SUPPORT clips only (the queries are never seen before the final prediction, so permuting
+their labels cannot change a chosen C): min(K, `inner_folds`) stratified folds, each holding out
+about one support clip per class (leave-one-shot-out when K <= inner_folds); grouped
+(StratifiedGroupKFold) where the dataset defines groups, so a held-out clip never shares a
+recording with the clips it is validated against. The C with the highest mean validation
+accuracy wins; ties go to the lower mean validation cross-entropy (validation folds hold few
+clips, so accuracy ties are common and would otherwise always favour the smallest C), then to the
+smallest C. The fits run along a warm-started path over the sorted grid, and the final fit on the
+whole support starts at the inner fits' average at the chosen C.
+With K = 1 no such split exists (holding out a class's only clip leaves the class untrained, and
+leave-one-out over clips of other classes says nothing about C), so every draw uses the middle of
+the sorted grid (C = 10 for the default grid) and a note says so. The same happens when groups
+leave fewer than two folds. A number (`C: 1.0`) fixes C for every draw. The result's `details`
+hold `chosen_C` (one per draw) and the selection scheme.
 
 Predictions (for McNemar): only the FIRST draw's per-clip correctness is kept. Concatenating the
 draws would repeat clips, and McNemar assumes independent clips; the first draw is as random as
 any other and is the same for every encoder (same episode hash).
 
-Params: k_shot, draws (default 10), C (default 1.0), query ("rest" only), class_pool,
-exclude_small_classes (default false), max_iter (default 1000).
+Params: see PARAMS (and docs/protocols.md).
 """
 from __future__ import annotations
 
-import warnings
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from asc_bench.api import EvalData, ProtocolResult, UsageError
-from asc_bench.evaluation.episodes import EpisodeParams, sample_episodes
+from asc_bench.api import EvalData, ProtocolParam, ProtocolResult, UsageError, check_params
+from asc_bench.evaluation.episodes import EpisodeParams, make_rng, sample_episodes
+from asc_bench_plugins.protocols import logreg
+from asc_bench_plugins.protocols.folds import group_codes
 
-_KNOWN = {"k_shot", "draws", "C", "query", "class_pool", "exclude_small_classes", "max_iter"}
+DEFAULT_CS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+PARAMS = (
+    ProtocolParam("k_shot", None, "training (support) clips per class in every draw", required=True),
+    ProtocolParam("draws", 10, "number of independent support draws; one score per draw"),
+    ProtocolParam("C", "auto",
+                  "inverse L2 strength: 'auto' chooses it per draw from Cs by cross-validation on "
+                  "the support only (K = 1: middle of Cs); a number fixes it"),
+    ProtocolParam("Cs", list(DEFAULT_CS), "grid searched by C: auto"),
+    ProtocolParam("inner_folds", 5,
+                  "C: auto uses min(k_shot, inner_folds) folds over the support, grouped where the "
+                  "dataset has groups"),
+    ProtocolParam("query", "rest", "the test clips of a draw: every non-support clip ('rest' only)"),
+    ProtocolParam("class_pool", None, "class names to use (default: all classes)"),
+    ProtocolParam("exclude_small_classes", False,
+                  "leave out classes with too few clips (listed in the notes) instead of failing"),
+    ProtocolParam("group_disjoint", "true where the dataset has groups",
+                  "no query shares a group (recording/source) with a support clip of its draw; "
+                  "false opts out"),
+    ProtocolParam("max_iter", 1000, "L-BFGS iterations per fit"),
+)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -44,18 +81,85 @@ def _positive_float(value: Any, key: str) -> float:
     return v
 
 
+@dataclass
+class DrawFit:
+    """One draw: the C used, its inner-CV accuracy per grid C (None: not cross-validated), the
+    per-query correctness (query order as given) and whether every fit converged."""
+
+    C: float
+    cv_accuracy: list[float] | None
+    correct: np.ndarray
+    converged: bool
+
+
+def _choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, grid: Sequence[float],
+              n_cls: int, inner_folds: int, random_state: int, max_iter: int
+              ) -> tuple[float, list[float] | None, np.ndarray | None, bool]:
+    """C chosen on the support rows alone; returns (C, accuracy per C, warm start, converged)."""
+    from asc_bench_plugins.protocols.linear_probe import inner_splits
+
+    splits = inner_splits(y, groups, inner_folds, random_state) if len(grid) > 1 else []
+    if not splits:
+        return float(grid[len(grid) // 2]), None, None, True
+    acc = np.zeros((len(splits), len(grid)))
+    xent = np.zeros_like(acc)
+    starts: list[list[np.ndarray]] = [[] for _ in grid]
+    ok = True
+    for j, (a, b) in enumerate(splits):
+        for i, m in enumerate(logreg.fit_path(x[a], y[a], grid, n_cls, max_iter=max_iter,
+                                              dtype=np.float64)):
+            z = m.decision(x[b])
+            acc[j, i] = np.mean(np.argmax(z, axis=1) == y[b])
+            z = z - z.max(axis=1, keepdims=True)
+            xent[j, i] = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(b.size), y[b]])
+            starts[i].append(m.packed())
+            ok &= m.converged
+    a_mean, x_mean = acc.mean(axis=0), xent.mean(axis=0)
+    best = min(range(len(grid)), key=lambda i: (-a_mean[i], x_mean[i], grid[i]))
+    return float(grid[best]), [float(v) for v in a_mean], np.mean(starts[best], axis=0), ok
+
+
+def fit_draw(x: np.ndarray, y: np.ndarray, support: np.ndarray, query: np.ndarray, *,
+             C: float | str = "auto", Cs: Sequence[float] = DEFAULT_CS, n_classes: int,
+             groups: np.ndarray | None = None, inner_folds: int = 5, random_state: int = 0,
+             max_iter: int = 1000) -> DrawFit:
+    """Fit one draw on `support` rows (C chosen on them alone when C is "auto"), score `query`.
+
+    `x` must already be L2-normalised. The query rows are used only by the final prediction.
+    """
+    xs, ys = x[support], y[support]
+    grid = sorted(float(c) for c in Cs)
+    with logreg.one_blas_thread():
+        if C == "auto":
+            c_used, cv_acc, start, ok = _choose_c(
+                xs, ys, None if groups is None else groups[support], grid, n_classes,
+                inner_folds, random_state, max_iter)
+        else:
+            c_used, cv_acc, start, ok = float(C), None, None, True
+        model = logreg.fit_path(xs, ys, [c_used], n_classes, max_iter=max_iter, start=start,
+                                dtype=np.float64)[0]
+    correct = model.predict(x[query]) == y[query]
+    return DrawFit(c_used, cv_acc, correct, ok and model.converged)
+
+
 def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     """The `fewshot-logistic` protocol (see the module docstring)."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    unknown = sorted(k for k in params if not k.startswith("_") and k not in _KNOWN)
-    if unknown:
-        raise UsageError(f"fewshot-logistic does not know params {unknown}; known: "
-                         f"{sorted(_KNOWN)}")
+    check_params("fewshot-logistic", params, PARAMS)
     if params.get("query", "rest") != "rest":
         raise UsageError("fewshot-logistic only supports query: rest")
-    c_value = _positive_float(params.get("C", 1.0), "C")
+    c_param = params.get("C", "auto")
+    c_value: float | str = "auto" if c_param == "auto" else _positive_float(c_param, "C")
+    try:
+        grid = sorted(float(c) for c in params.get("Cs", DEFAULT_CS))
+    except (TypeError, ValueError):
+        grid = []
+    if not grid or grid[0] <= 0:
+        raise UsageError(f"fewshot-logistic param Cs must be a list of positive numbers, got "
+                         f"{params.get('Cs')!r}")
+    inner_folds = params.get("inner_folds", 5)
+    if isinstance(inner_folds, bool) or not isinstance(inner_folds, int) or inner_folds < 2:
+        raise UsageError(f"fewshot-logistic param inner_folds must be an integer >= 2, got "
+                         f"{inner_folds!r}")
     max_iter = int(params.get("max_iter", 1000))
     ep_params = EpisodeParams.from_params({
         "n_way": "all", "k_shot": params.get("k_shot"), "n_query": "rest",
@@ -66,31 +170,55 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
                          fingerprint=str(params.get("_fingerprint", "")))
     x = l2_normalise(data.embeddings)
     y = np.asarray(data.labels, dtype=np.int64)
+    groups = group_codes(getattr(data, "groups", None), y.size)
+    cv_seeds = make_rng(seed, str(params.get("_spec_hash", "")), str(params.get("_fingerprint", "")),
+                        "fewshot-logistic:C").integers(0, 2**31 - 1, size=ep.n_episodes)
     scores = np.empty(ep.n_episodes, dtype=np.float64)
+    chosen = np.empty(ep.n_episodes, dtype=np.float64)
     predictions = None
     notes = [n for n in ep.notes if n.startswith("excluded")]
-    n_unconverged = 0
+    n_unconverged = n_no_cv = 0
     for d in range(ep.n_episodes):
         train = ep.support_idx[d].reshape(-1)
         test = ep.query_idx[d][ep.query_mask[d]]
-        clf = LogisticRegression(C=c_value, solver="lbfgs", max_iter=max_iter)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            clf.fit(x[train], y[train])
-        n_unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        correct = clf.predict(x[test]) == y[test]
-        scores[d] = correct.mean()
+        fit = fit_draw(x, y, train, test, C=c_value, Cs=grid, n_classes=len(data.classes),
+                       groups=groups, inner_folds=inner_folds, random_state=int(cv_seeds[d]),
+                       max_iter=max_iter)
+        n_unconverged += not fit.converged
+        n_no_cv += c_value == "auto" and fit.cv_accuracy is None
+        chosen[d] = fit.C
+        scores[d] = fit.correct.mean()
         data.report(d + 1, ep.n_episodes)
         if d == 0:
             order = np.argsort(test, kind="stable")
             predictions = {"index": test[order].astype(np.int64),
-                           "correct": correct[order].astype(bool)}
+                           "correct": fit.correct[order].astype(bool)}
     if n_unconverged:
         notes.append(f"lbfgs did not converge within {max_iter} iterations in {n_unconverged} "
                      f"of {ep.n_episodes} draws")
+    k = ep_params.k_shot
+    if c_value != "auto":
+        scheme = "fixed"
+    elif min(k, inner_folds) < 2:
+        scheme = f"auto: K = 1 allows no split of the support; middle of Cs (C = {chosen[0]:g})"
+        notes.append(f"C auto with K = 1: no support clip can be held out, so every draw uses "
+                     f"the middle of Cs, C = {chosen[0]:g}")
+    else:
+        if n_no_cv:
+            notes.append(f"C auto: in {n_no_cv} of {ep.n_episodes} draws the groups left fewer "
+                         f"than 2 folds; those draws used the middle of Cs")
+        scheme = (f"auto: {min(k, inner_folds)}-fold {'grouped ' if groups is not None else ''}"
+                  f"stratified CV on the support of each draw")
+    if c_value == "auto":
+        values, counts = np.unique(chosen, return_counts=True)
+        notes.append("chosen C per draw: " + ", ".join(f"{v:g} x{c}" for v, c in zip(values, counts)))
     notes.append("predictions: per-clip correctness of the first draw only")
     effective = {"k_shot": ep_params.k_shot, "draws": ep_params.episodes, "C": c_value,
                  "query": "rest", "class_pool": ep_params.canonical()["class_pool"],
                  "exclude_small_classes": ep_params.exclude_small_classes, "max_iter": max_iter}
+    if c_value == "auto":
+        effective.update({"Cs": grid, "inner_folds": inner_folds})
+    details = {"chosen_C": chosen.tolist(), "C_selection": scheme}
     return ProtocolResult(scores=scores, episode_hash=ep.hash, unit="episode", metric="accuracy",
-                          params=effective, predictions=predictions, notes=notes)
+                          params=effective, predictions=predictions, notes=notes,
+                          details=details)
