@@ -4,11 +4,12 @@ For every fold (see plugins/protocols/folds.py) C is chosen from `Cs` by an inne
 on the fold's TRAINING clips only, then the model is refitted on all of them at that C:
 
 - **Inner CV.** Grouped whenever the dataset defines groups (EvalData.groups; e.g. ESC-50
-  src_file, TUT17 location): sklearn's StratifiedGroupKFold(shuffled, seeded), so no recording
-  is split between an inner training part and its validation part (a recording's other
-  fragments would otherwise make the large-C, memorising fits look best). Without groups:
-  StratifiedKFold(shuffled, seeded). The inner CV uses min(inner_folds, smallest training class
-  count) folds, and with groups at most the number of distinct training groups. With a
+  src_file, TUT17 location), so no recording is split between an inner training part and its
+  validation part (a recording's other fragments would otherwise make the large-C, memorising
+  fits look best): stratified group folds (folds.stratified_group_folds, seeded). Without
+  groups: sklearn's StratifiedKFold(shuffled, seeded). The inner CV uses min(inner_folds,
+  smallest training class count) folds, and with groups at most the number of distinct
+  training groups. With a
   single-clip class (or a single group) no split exists and the middle C of the sorted grid is
   used; the fold's note says so.
 - **Standardisation.** Each inner training part is standardised with its own mean/s.d.
@@ -16,9 +17,10 @@ on the fold's TRAINING clips only, then the model is refitted on all of them at 
   validation clips never influence the mean/variance, the chosen C or the weights.
 - **Selection.** Mean inner validation accuracy per C; ties pick the smallest C (Cs are sorted
   ascending), as GridSearchCV's first-best rule does.
-- **Fit.** The objective of scikit-learn's LogisticRegression(lbfgs, multinomial), solved along a
-  warm-started C path in float32 products on one BLAS thread (plugins/protocols/logreg.py). The
-  refit starts at the inner fits' average at the chosen C. `benchmarks/probes.py` checks the
+- **Fit.** scikit-learn's LogisticRegression(lbfgs, multinomial) objective and optimiser path,
+  with float32 products on one BLAS thread (plugins/protocols/logreg.py). On large training
+  sets the (inner fold, C) fits run in parallel threads (one BLAS thread each; the result does
+  not depend on it). `benchmarks/probes.py` checks the
   chosen C and the test predictions against GridSearchCV over sklearn pipelines.
 
 Score per fold = test accuracy. Predictions: every test clip's correctness, concatenated over the
@@ -31,6 +33,8 @@ Params: see PARAMS (and docs/protocols.md).
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -39,9 +43,10 @@ import numpy as np
 from asc_bench.api import AscBenchError, EvalData, ProtocolParam, ProtocolResult, UsageError, check_params
 from asc_bench.evaluation.episodes import make_rng
 from asc_bench_plugins.protocols import logreg
-from asc_bench_plugins.protocols.folds import group_codes, make_folds
+from asc_bench_plugins.protocols.folds import group_codes, make_folds, stratified_group_folds
 
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
+PARALLEL_MIN = 1 << 21          # training matrix entries from which inner folds run in threads
 PARAMS = (
     ProtocolParam("folds", "official",
                   "'official': every split value is one test fold, trained on the others; or "
@@ -82,7 +87,7 @@ def inner_splits(y: np.ndarray, groups: np.ndarray | None, n_folds: int, random_
 
     Returns [] when no split is possible (a single-clip class, or fewer than 2 groups).
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(y)
     counts = counts[counts > 0]
@@ -95,15 +100,8 @@ def inner_splits(y: np.ndarray, groups: np.ndarray | None, n_folds: int, random_
     if groups is None:
         cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=random_state)
         return list(cv.split(dummy, y))
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=random_state)
-    return [(a, b) for a, b in cv.split(dummy, y, groups) if a.size and b.size]
-
-
-def _to_space(m: logreg.LogReg, src: logreg.Standardiser, dst: logreg.Standardiser) -> np.ndarray:
-    """Packed weights of model `m` (fitted in `src`'s standardised space) expressed in `dst`'s."""
-    w_raw = m.coef / src.scale
-    b_raw = m.intercept - w_raw @ src.mean
-    return logreg.LogReg(w_raw * dst.scale, b_raw + w_raw @ dst.mean, 0, True).packed()
+    return [(a, b) for a, b in stratified_group_folds(y, groups, k, random_state)
+            if a.size and b.size]
 
 
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, *, groups: np.ndarray | None = None,
@@ -124,27 +122,40 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, *, groups: np.ndarray | 
         full = logreg.Standardiser.fit(x_train)
         n_bad = 0
         if not splits:
-            c_best, scores, start = grid[len(grid) // 2], None, None
+            c_best, scores = grid[len(grid) // 2], None
         else:
-            acc = np.zeros((len(splits), len(grid)))
-            at_c: list[list[np.ndarray]] = [[] for _ in grid]
-            for j, (a, b) in enumerate(splits):
-                sc = logreg.Standardiser.fit(x_train[a])
-                path = logreg.fit_path(sc.transform(x_train[a]), y[a], grid, n_cls, max_iter=max_iter)
-                xb = sc.transform(x_train[b])
-                for i, m in enumerate(path):
-                    acc[j, i] = np.mean(m.predict(xb) == y[b])
-                    at_c[i].append(_to_space(m, sc, full))
-                n_bad += sum(not m.converged for m in path)
+            parts = [(sc, sc.transform(x_train[a]), sc.transform(x_train[b]))
+                     for a, b in splits for sc in [logreg.Standardiser.fit(x_train[a])]]
+
+            def inner(task: tuple[int, int]) -> tuple[float, bool]:
+                j, i = task
+                (a, b), (_, xa, xb) = splits[j], parts[j]
+                m = logreg.fit_path(xa, y[a], [grid[i]], n_cls, max_iter=max_iter)[0]
+                return float(np.mean(m.predict(xb) == y[b])), m.converged
+
+            tasks = [(j, i) for j in range(len(splits)) for i in range(len(grid))]
+            workers = min(len(tasks), len(os.sched_getaffinity(0)))
+            if workers > 1 and x_train.size >= PARALLEL_MIN:
+                with ThreadPoolExecutor(workers) as pool:   # independent fits, one BLAS thread
+                    done = list(pool.map(inner, tasks))     # each: the result does not change
+            else:
+                done = [inner(t) for t in tasks]
+            acc = np.array([r[0] for r in done]).reshape(len(splits), len(grid))
+            n_bad += sum(not r[1] for r in done)
             scores = acc.mean(axis=0)
             best = int(np.flatnonzero(scores == scores.max())[0])
-            c_best, start = grid[best], np.mean(at_c[best], axis=0)
-        model = logreg.fit_path(full.transform(x_train), y, [c_best], n_cls, max_iter=max_iter,
-                                start=start)[0]
+            c_best = grid[best]
+        model = logreg.fit_path(full.transform(x_train), y, [c_best], n_cls, max_iter=max_iter)[0]
     n_bad += not model.converged
     return ProbeFit(ProbeModel(full, model), c_best, len(splits) or None, n_bad,
                     None if scores is None else [float(s) for s in scores],
                     grouped=groups is not None and bool(splits))
+
+
+def fold_seed(seed: int, params: Mapping[str, Any], fold: str) -> int:
+    """The inner-CV seed of one fold: same task, dataset, seed and fold -> same inner splits."""
+    return int(make_rng(seed, str(params.get("_spec_hash", "")), str(params.get("_fingerprint", "")),
+                        f"linear-probe:{fold}").integers(0, 2**31 - 1))
 
 
 def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
@@ -167,11 +178,9 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     groups = group_codes(getattr(data, "groups", None), y.size)
     scores, idx_all, ok_all, notes, chosen, schemes = [], [], [], [], [], []
     for name, tr, te in zip(folds.names, folds.train, folds.test):
-        rs = int(make_rng(seed, str(params.get("_spec_hash", "")),
-                          str(params.get("_fingerprint", "")), f"linear-probe:{name}"
-                          ).integers(0, 2**31 - 1))
         fit = fit_probe(x[tr], y[tr], groups=None if groups is None else groups[tr], Cs=cs,
-                        inner_folds=inner, random_state=rs, max_iter=max_iter)
+                        inner_folds=inner, random_state=fold_seed(seed, params, name),
+                        max_iter=max_iter)
         correct = fit.model.predict(x[te]) == y[te]
         scores.append(float(correct.mean()))
         idx_all.append(te)

@@ -12,12 +12,11 @@ C selection (`C: auto`, the default). Per draw, C is chosen from `Cs` by cross-v
 draw's SUPPORT clips only (the queries are never seen before the final prediction, so permuting
 their labels cannot change a chosen C): min(K, `inner_folds`) stratified folds, each holding out
 about one support clip per class (leave-one-shot-out when K <= inner_folds); grouped
-(StratifiedGroupKFold) where the dataset defines groups, so a held-out clip never shares a
+(folds.stratified_group_folds) where the dataset defines groups, so a held-out clip never shares a
 recording with the clips it is validated against. The C with the highest mean validation
 accuracy wins; ties go to the lower mean validation cross-entropy (validation folds hold few
 clips, so accuracy ties are common and would otherwise always favour the smallest C), then to the
-smallest C. The fits run along a warm-started path over the sorted grid, and the final fit on the
-whole support starts at the inner fits' average at the chosen C.
+smallest C. Every fit starts from zeros, as scikit-learn's (see plugins/protocols/logreg.py).
 With K = 1 no such split exists (holding out a class's only clip leaves the class untrained, and
 leave-one-out over clips of other classes says nothing about C), so every draw uses the middle of
 the sorted grid (C = 10 for the default grid) and a note says so. The same happens when groups
@@ -94,16 +93,15 @@ class DrawFit:
 
 def _choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, grid: Sequence[float],
               n_cls: int, inner_folds: int, random_state: int, max_iter: int
-              ) -> tuple[float, list[float] | None, np.ndarray | None, bool]:
-    """C chosen on the support rows alone; returns (C, accuracy per C, warm start, converged)."""
+              ) -> tuple[float, list[float] | None, bool]:
+    """C chosen on the support rows alone; returns (C, mean validation accuracy per C, converged)."""
     from asc_bench_plugins.protocols.linear_probe import inner_splits
 
     splits = inner_splits(y, groups, inner_folds, random_state) if len(grid) > 1 else []
     if not splits:
-        return float(grid[len(grid) // 2]), None, None, True
+        return float(grid[len(grid) // 2]), None, True
     acc = np.zeros((len(splits), len(grid)))
     xent = np.zeros_like(acc)
-    starts: list[list[np.ndarray]] = [[] for _ in grid]
     ok = True
     for j, (a, b) in enumerate(splits):
         for i, m in enumerate(logreg.fit_path(x[a], y[a], grid, n_cls, max_iter=max_iter,
@@ -112,11 +110,10 @@ def _choose_c(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, grid: Seq
             acc[j, i] = np.mean(np.argmax(z, axis=1) == y[b])
             z = z - z.max(axis=1, keepdims=True)
             xent[j, i] = np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(b.size), y[b]])
-            starts[i].append(m.packed())
             ok &= m.converged
     a_mean, x_mean = acc.mean(axis=0), xent.mean(axis=0)
     best = min(range(len(grid)), key=lambda i: (-a_mean[i], x_mean[i], grid[i]))
-    return float(grid[best]), [float(v) for v in a_mean], np.mean(starts[best], axis=0), ok
+    return float(grid[best]), [float(v) for v in a_mean], ok
 
 
 def fit_draw(x: np.ndarray, y: np.ndarray, support: np.ndarray, query: np.ndarray, *,
@@ -131,12 +128,12 @@ def fit_draw(x: np.ndarray, y: np.ndarray, support: np.ndarray, query: np.ndarra
     grid = sorted(float(c) for c in Cs)
     with logreg.one_blas_thread():
         if C == "auto":
-            c_used, cv_acc, start, ok = _choose_c(
+            c_used, cv_acc, ok = _choose_c(
                 xs, ys, None if groups is None else groups[support], grid, n_classes,
                 inner_folds, random_state, max_iter)
         else:
-            c_used, cv_acc, start, ok = float(C), None, None, True
-        model = logreg.fit_path(xs, ys, [c_used], n_classes, max_iter=max_iter, start=start,
+            c_used, cv_acc, ok = float(C), None, True
+        model = logreg.fit_path(xs, ys, [c_used], n_classes, max_iter=max_iter,
                                 dtype=np.float64)[0]
     correct = model.predict(x[query]) == y[query]
     return DrawFit(c_used, cv_acc, correct, ok and model.converged)
