@@ -105,6 +105,27 @@ def _objective(x32: np.ndarray, onehot: np.ndarray, n_classes: int, l2: float, f
     return f
 
 
+def _full_gradient_stop(f, q: np.ndarray, n_classes: int, tol: float):
+    """(f that remembers its last gradient, callback stopping when the gradient of the full
+    problem, G_A Q^T and the intercept part, has inf-norm <= tol: scipy's gtol test)."""
+    r_dim = q.shape[1]
+    last: dict[str, np.ndarray] = {}
+
+    def fun(w: np.ndarray) -> tuple[float, np.ndarray]:
+        val, grad = f(w)
+        last["w"], last["g"] = w.copy(), grad
+        return val, grad
+
+    def callback(intermediate_result) -> None:
+        w_now = intermediate_result.x
+        g = last["g"] if np.array_equal(last.get("w"), w_now) else f(w_now)[1]
+        gm = g.reshape(n_classes, r_dim + 1)
+        if max(np.abs(gm[:, :r_dim] @ q.T).max(), np.abs(gm[:, r_dim]).max()) <= tol:
+            raise StopIteration
+
+    return fun, callback
+
+
 def fit_path(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], n_classes: int, *,
              max_iter: int = 1000, tol: float = TOL, fit_intercept: bool = True,
              dtype: type = np.float32) -> list[LogReg]:
@@ -120,14 +141,29 @@ def fit_path(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], n_classes: int, 
     n, d = x32.shape
     onehot = np.zeros((n, n_classes), dtype=np.float64)
     onehot[np.arange(n), y] = 1.0
+    reduce = n + 1 < d
+    if reduce:
+        # Rows span at most n dimensions, and every L-BFGS iterate from zeros stays in that span
+        # (gradients are R^T X + lambda W). With an orthonormal basis Q [D, r] of the span,
+        # W = A Q^T and X W^T = (X Q) A^T, ||W|| = ||A||: L-BFGS (rotation-equivariant without
+        # bounds) takes the same steps in A. Only scipy's gtol test (inf-norm) is not rotation
+        # invariant, so it is done on the full gradient G_A Q^T in the callback instead.
+        q = np.linalg.qr(np.asarray(x, dtype=np.float64).T)[0]               # [D, r]
+        xr = np.ascontiguousarray(np.asarray(x, dtype=np.float64) @ q, dtype=dtype)
+    else:
+        q, xr = None, x32
+    r_dim = xr.shape[1]
     out = []
     for c in Cs:
-        w = np.zeros(n_classes * (d + 1))
-        fun = _objective(x32, onehot, n_classes, 1.0 / (float(c) * n), fit_intercept)
-        res = minimize(fun, w, method="L-BFGS-B", jac=True,
-                       options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
-                                "ftol": 64 * np.finfo(float).eps})
-        wm = res.x.reshape(n_classes, d + 1)
-        out.append(LogReg(wm[:, :d].copy(), wm[:, d].copy(), int(res.nit),
-                          bool(res.nit < max_iter)))
+        w = np.zeros(n_classes * (r_dim + 1))
+        fun = _objective(xr, onehot, n_classes, 1.0 / (float(c) * n), fit_intercept)
+        options = {"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps}
+        callback = None
+        if reduce:
+            options["gtol"] = 0.0
+            fun, callback = _full_gradient_stop(fun, q, n_classes, tol)
+        res = minimize(fun, w, method="L-BFGS-B", jac=True, options=options, callback=callback)
+        wm = res.x.reshape(n_classes, r_dim + 1)
+        coef = wm[:, :r_dim] @ q.T if reduce else wm[:, :d].copy()
+        out.append(LogReg(coef, wm[:, r_dim].copy(), int(res.nit), bool(res.nit < max_iter)))
     return out
