@@ -116,11 +116,19 @@ def _full_gradient_stop(f, q: np.ndarray, n_classes: int, tol: float):
         last["w"], last["g"] = w.copy(), grad
         return val, grad
 
+    d = q.shape[0]
+
     def callback(intermediate_result) -> None:
         w_now = intermediate_result.x
         g = last["g"] if np.array_equal(last.get("w"), w_now) else f(w_now)[1]
         gm = g.reshape(n_classes, r_dim + 1)
-        if max(np.abs(gm[:, :r_dim] @ q.T).max(), np.abs(gm[:, r_dim]).max()) <= tol:
+        # Rows of G_A Q^T have the 2-norms of the rows of G_A (Q orthonormal), and
+        # |v|_2 / sqrt(d) <= |v|_inf <= |v|_2: the product is needed only in between.
+        bias = np.abs(gm[:, r_dim]).max()
+        rows = np.sqrt(np.einsum("kr,kr->k", gm[:, :r_dim], gm[:, :r_dim])).max()
+        if bias > tol or rows > tol * np.sqrt(d):
+            return
+        if rows <= tol or np.abs(gm[:, :r_dim] @ q.T).max() <= tol:
             raise StopIteration
 
     return fun, callback
