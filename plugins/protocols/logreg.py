@@ -82,15 +82,14 @@ class LogReg:
         return np.argmax(self.decision(x), axis=1)
 
 
-def _objective(x32: np.ndarray, onehot: np.ndarray, n_classes: int, l2: float, fit_intercept: bool):
+def _objective(x32: np.ndarray, onehot: np.ndarray, n_classes: int, l2: float):
     n, d = x32.shape
     dt = x32.dtype
 
     def f(w: np.ndarray) -> tuple[float, np.ndarray]:
         wm = w.reshape(n_classes, d + 1)
         z = (x32 @ wm[:, :d].T.astype(dt)).astype(np.float64)
-        if fit_intercept:
-            z += wm[:, d]
+        z += wm[:, d]
         zmax = z.max(axis=1, keepdims=True)
         e = np.exp(z - zmax)
         s = e.sum(axis=1, keepdims=True)
@@ -99,7 +98,7 @@ def _objective(x32: np.ndarray, onehot: np.ndarray, n_classes: int, l2: float, f
         r = e / s - onehot                                             # [n, K]
         g = np.empty_like(wm)
         g[:, :d] = (r.astype(dt).T @ x32).astype(np.float64) / n + l2 * wm[:, :d]
-        g[:, d] = r.sum(axis=0) / n if fit_intercept else 0.0
+        g[:, d] = r.sum(axis=0) / n
         return loss, g.ravel()
 
     return f
@@ -121,7 +120,7 @@ def _full_gradient_stop(f, q: np.ndarray, n_classes: int, tol: float):
     def callback(intermediate_result) -> None:
         w_now = intermediate_result.x
         g = last["g"] if np.array_equal(last.get("w"), w_now) else f(w_now)[1]
-        gm = g.reshape(n_classes, r_dim + 1)
+        gm = g.reshape(-1, r_dim + 1)
         # Rows of G_A Q^T have the 2-norms of the rows of G_A (Q orthonormal), and
         # |v|_2 / sqrt(d) <= |v|_inf <= |v|_2: the product is needed only in between.
         bias = np.abs(gm[:, r_dim]).max()
@@ -135,9 +134,10 @@ def _full_gradient_stop(f, q: np.ndarray, n_classes: int, tol: float):
 
 
 def fit_path(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], n_classes: int, *,
-             max_iter: int = 1000, tol: float = TOL, fit_intercept: bool = True,
+             max_iter: int = 1000, tol: float = TOL,
              dtype: type = np.float32) -> list[LogReg]:
     """One model per C (in the given order), each fitted from zeros (scikit-learn's start).
+
 
     `x` [n, D] (any float dtype; the products run in `dtype`), `y` [n] ints in 0..n_classes-1 (classes
     absent from y get weights too; they are pushed down and practically never win).
@@ -162,15 +162,15 @@ def fit_path(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], n_classes: int, 
         q, xr = None, x32
     r_dim = xr.shape[1]
     out = []
+    options = {"maxiter": max_iter, "maxls": 50, "gtol": 0.0 if reduce else tol,
+               "ftol": 64 * np.finfo(float).eps}
     for c in Cs:
-        w = np.zeros(n_classes * (r_dim + 1))
-        fun = _objective(xr, onehot, n_classes, 1.0 / (float(c) * n), fit_intercept)
-        options = {"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps}
+        fun = _objective(xr, onehot, n_classes, 1.0 / (float(c) * n))
         callback = None
         if reduce:
-            options["gtol"] = 0.0
             fun, callback = _full_gradient_stop(fun, q, n_classes, tol)
-        res = minimize(fun, w, method="L-BFGS-B", jac=True, options=options, callback=callback)
+        res = minimize(fun, np.zeros(n_classes * (r_dim + 1)), method="L-BFGS-B", jac=True,
+                       options=options, callback=callback)
         wm = res.x.reshape(n_classes, r_dim + 1)
         coef = wm[:, :r_dim] @ q.T if reduce else wm[:, :d].copy()
         out.append(LogReg(coef, wm[:, r_dim].copy(), int(res.nit), bool(res.nit < max_iter)))
