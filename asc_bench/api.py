@@ -158,6 +158,29 @@ class ProtocolResult:
     notes: list[str] = field(default_factory=list)
     outcome: EpisodeOutcome | None = None
     fold_sizes: dict[str, list[int]] | None = None
+    # Per-unit facts that differ between encoders and so are not params (e.g. the C chosen per
+    # draw or fold); the runner stores them as the record's protocol.details (JSON-safe values).
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProtocolParam:
+    """One documented protocol parameter: `asc-bench list protocols` and docs/protocols.md show it."""
+
+    name: str
+    default: Any                    # the value used when the task does not set it
+    meaning: str
+    required: bool = False          # the task must set it (default is then None)
+
+
+def check_params(protocol: str, params: Mapping[str, Any], table: Sequence[ProtocolParam]) -> None:
+    """UsageError naming every unknown parameter and the valid ones; keys starting with "_" are
+    the core's private keys and always allowed."""
+    known = [p.name for p in table]
+    unknown = sorted(str(k) for k in params if not str(k).startswith("_") and k not in known)
+    if unknown:
+        raise UsageError(f"protocol {protocol} does not know param(s) {unknown}; valid params: "
+                         f"{', '.join(known)} (see docs/protocols.md or `asc-bench list protocols`)")
 
 
 class ProtocolFn(Protocol):
@@ -276,6 +299,8 @@ class ProtocolEntry:
     # Optional pre-check run before any audio is decoded (unknown/invalid params, class counts
     # against K + Q...): `asc-bench run` calls it for every sweep cell before embedding.
     check: ProtocolCheck | None = None
+    # Documented parameters; when non-empty the core rejects unknown params before embedding.
+    params: tuple[ProtocolParam, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,9 @@ def _list_rows(kind: str) -> list[dict[str, Any]]:
             row["params"] = facts.get("params")
             row["MACs/s"] = facts.get("macs_per_s")
             row["weights"] = entry.weights_kind
+        if kind == "protocols":
+            row["params"] = [{"name": p.name, "default": p.default, "meaning": p.meaning,
+                              "required": p.required} for p in entry.params]
         rows.append(row)
     clashes = manager.clashes_of(kind)
     if clashes:   # a column only when there is something to show, so plain listings stay as they were
@@ -129,9 +132,18 @@ def _summary(entry: Any) -> dict[str, Any]:
         return {"params": f"error: {exc}"}
 
 
+def _param_default(p: dict[str, Any]) -> str:
+    if p.get("required"):
+        return "(required)"
+    d = p["default"]
+    return "none" if d is None else d if isinstance(d, str) else json.dumps(d)
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, list) and all(isinstance(v, dict) and "meaning" in v for v in value):
+        return "\n".join(f"{v['name']} = {_param_default(v)}: {v['meaning']}" for v in value) or "-"
     if isinstance(value, float):
         return f"{value:.3g}" if value < 1e4 else f"{value:,.0f}"
     if isinstance(value, int):

@@ -329,9 +329,9 @@ def test_standardiser_is_fitted_on_training_clips_only():
     x, labels, _ = _blobs(per=12)
     train = np.arange(0, 48, 2)
     fit = linear_probe.fit_probe(x[train], labels[train], Cs=[0.1, 1.0], inner_folds=3)
-    scaler = fit.model.named_steps["scale"]
-    np.testing.assert_allclose(scaler.mean_, x[train].mean(0), atol=1e-12)
-    assert not np.allclose(scaler.mean_, x.mean(0), atol=1e-6)
+    scaler = fit.model.scaler
+    np.testing.assert_allclose(scaler.mean, x[train].mean(0), atol=1e-12)
+    assert not np.allclose(scaler.mean, x.mean(0), atol=1e-6)
 
 
 def test_test_clips_do_not_influence_each_other():

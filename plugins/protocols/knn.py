@@ -12,7 +12,7 @@ the class with the largest summed weight wins (ties: the lowest class index). No
 beyond the per-row normalisation, so there is no train/test leakage to guard against.
 
 Score per fold = test accuracy; predictions = per-clip correctness over all folds, sorted by row.
-Params: k (default 10), weighting, temperature, folds (as linear-probe).
+Params: see PARAMS (and docs/protocols.md).
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import EvalData, ListingInfo, ProtocolResult, UsageError
+from asc_bench.api import EvalData, ListingInfo, ProtocolResult, UsageError, check_params
 from asc_bench_plugins.protocols.folds import make_folds
 from asc_bench_plugins.protocols.logistic import l2_normalise
+from asc_bench_plugins.protocols.params import KNN as PARAMS
 
-_KNOWN = {"k", "weighting", "temperature", "folds"}
 _CHUNK_ELEMENTS = 1 << 23
 
 
@@ -71,9 +71,7 @@ def knn_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, *,
 
 
 def _settings(params: Mapping[str, Any]) -> tuple[int, str, float]:
-    unknown = sorted(key for key in params if not key.startswith("_") and key not in _KNOWN)
-    if unknown:
-        raise UsageError(f"knn does not know params {unknown}; known: {sorted(_KNOWN)}")
+    check_params("knn", params, PARAMS)
     k = params.get("k", 10)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UsageError(f"knn k must be a positive integer, got {k!r}")
