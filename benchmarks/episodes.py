@@ -86,7 +86,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--loop-repeat", type=int, default=3)
     ap.add_argument("--chunks", type=int, default=10)
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="torch threads for the loops (default: torch's); 1 is the fairer baseline on a "
+                         "busy machine, where small multi-threaded ops wait on each other")
     args = ap.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((N_CLASSES * PER_CLASS, DIM)).astype(np.float32)

@@ -526,3 +526,25 @@ def test_protocols_state_the_group_policy():
     for u in draws:
         assert not set(g[u["query"]]) & set(g[u["support"]])
         assert len(u["support"]) == 10
+
+
+def test_class_check_equals_a_brute_force_search_over_the_groups():
+    import itertools
+    from asc_bench.evaluation.episodes import check_episode_classes
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        sizes = rng.integers(1, 5, rng.integers(1, 6))            # one class's groups
+        k, q = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        labels = np.concatenate([np.zeros(sizes.sum(), int), np.ones(20, int)])
+        groups = [f"g{i}" for i, n in enumerate(sizes) for _ in range(n)] + [None] * 20
+        feasible = any(sum(sizes[list(c)]) >= k and sizes.sum() - sum(sizes[list(c)]) >= q
+                       for r in range(1, len(sizes) + 1) for c in itertools.combinations(range(len(sizes)), r))
+        names = ["small", "big"]
+        params = {"n_way": 2, "k_shot": k, "n_query": q, "episodes": 5}
+        if feasible:
+            assert check_episode_classes(labels, None, params, classes=names, groups=groups) == []
+            ep = sample_episodes(labels, None, params, trial, classes=names, groups=groups)
+            assert _leaks(ep, groups) == 0 and ep.query_mask.all()
+        else:
+            with pytest.raises(AscBenchError, match="small"):
+                check_episode_classes(labels, None, params, classes=names, groups=groups)

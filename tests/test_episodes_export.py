@@ -136,10 +136,10 @@ def _listed(name: str, root: Path, tmp_path: Path, **options) -> list:
 
 
 def test_adapters_fill_the_group_from_their_metadata(tmp_path):
-    tau = dm.tau22(tmp_path / "tau")
+    dm.tau22(tmp_path / "tau")
     for c in _listed("tau22", tmp_path / "tau", tmp_path):
         assert c.group == c.extra["identifier"] and c.group
-    fsd = dm.fsdkaggle2018(tmp_path / "fsd")
+    dm.fsdkaggle2018(tmp_path / "fsd")
     assert all(c.group == c.extra["freesound_id"] for c in _listed("fsdkaggle2018", tmp_path / "fsd", tmp_path))
     dm.fsdkaggle2018(tmp_path / "kaggle", kaggle_era=True)
     kaggle = _listed("fsdkaggle2018", tmp_path / "kaggle", tmp_path)
@@ -153,7 +153,6 @@ def test_adapters_fill_the_group_from_their_metadata(tmp_path):
     assert all(c.group == c.extra["instrument"] for c in _listed("nsynth", tmp_path / "ns", tmp_path, splits=two))
     assert all(c.group is None for c in _listed("nsynth", tmp_path / "ns", tmp_path, splits=two,
                                                 label="instrument"))
-    del tau, fsd
 
 
 def test_csv_and_folder_groups_are_optional(tmp_path):

@@ -255,15 +255,23 @@ def _best_case_queries(labels: np.ndarray, gid: np.ndarray, sup_ok: np.ndarray,
     s_g = np.bincount(inv, weights=sup_ok[member], minlength=key.size).astype(np.int64)
     q_g = np.bincount(inv, weights=qry_ok[member], minlength=key.size).astype(np.int64)
     cls = key // n_g
-    rank = np.arange(key.size) - np.searchsorted(cls, cls)      # position among its class's groups
+    # An optimal choice uses at most K groups, so per class and per min(s, K) only the K groups
+    # losing the fewest queries can matter: the programme runs over at most K^2 groups a class.
+    cap = np.minimum(s_g, k)
+    cand = np.flatnonzero(s_g > 0)
+    cand = cand[np.lexsort((q_g[cand], cap[cand], cls[cand]))]
+    kind = cls[cand] * (k + 1) + cap[cand]
+    cand = cand[np.arange(cand.size) - np.searchsorted(kind, kind) < k]
+    c_of = cls[cand]
+    rank = np.arange(cand.size) - np.searchsorted(c_of, c_of)
     big = np.iinfo(np.int64).max // 4
     best = np.full((n_classes, k + 1), big, dtype=np.int64)   # fewest queries lost for >= j shots
     best[:, 0] = 0
     steps = np.arange(k + 1)
-    for r in range(int(rank.max()) + 1 if rank.size else 0):
-        at = np.flatnonzero((rank == r) & (s_g > 0))
+    for r in range(int(rank.max()) + 1 if rank.size else 0):  # one group per class at a time
+        at = cand[rank == r]
         c = cls[at]
-        src = np.take_along_axis(best[c], np.maximum(steps[None, :] - s_g[at, None], 0), 1)
+        src = np.take_along_axis(best[c], np.maximum(steps[None, :] - cap[at, None], 0), 1)
         best[c] = np.minimum(best[c], src + q_g[at, None])
     left = np.bincount(cls, weights=q_g, minlength=n_classes).astype(np.int64) - best[:, k]
     return np.maximum(left, 0) * np.isin(np.arange(n_classes), pool)
