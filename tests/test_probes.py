@@ -188,10 +188,12 @@ def test_fewshot_logistic_numeric_c_equals_sklearn():
     r = logistic.run(_data(x, y), {"k_shot": 3, "draws": 2, "C": 2.0}, 0)
     assert r.params["C"] == 2.0 and r.details["chosen_C"] == [2.0, 2.0]
     xn = logistic.l2_normalise(x)
-    test = r.predictions["index"]
-    train = np.setdiff1d(np.arange(y.size), test)
-    ref = _sklearn_lr(xn[train], y[train], 2.0)
-    np.testing.assert_array_equal(ref.predict(xn[test]) == y[test], r.predictions["correct"])
+    for d in range(2):                      # every draw, from the per-draw outcome
+        train = r.outcome.support[d]
+        rows = r.outcome.query[d] >= 0
+        test = r.outcome.query[d][rows]
+        ref = _sklearn_lr(xn[train], y[train], 2.0)
+        np.testing.assert_array_equal(ref.predict(xn[test]) == y[test], r.outcome.correct[d][rows])
 
 
 def test_fewshot_logistic_bad_c_and_grid_are_usage_errors():
@@ -205,7 +207,7 @@ def test_fewshot_logistic_bad_c_and_grid_are_usage_errors():
 def _tables():
     from asc_bench_plugins import protocols
     got = {}
-    protocols.register_protocols(lambda name, run, description="", params=(): got.setdefault(name, params))
+    protocols.register_protocols(lambda name, run, params=(), **meta: got.setdefault(name, params))
     return got
 
 

@@ -161,7 +161,7 @@ def test_compare_with_an_unknown_model_exits_2_with_did_you_mean(two_models):
 @pytest.mark.parametrize("args, message", [
     (("--param", "n_way=13"), "n_way"),                   # 13 ways on the 12 demo classes
     (("--param", "k_shot=12"), "fewer clips than 12 support + 5 query"),   # 16 clips per class
-    (("--param", "n_wya=5"), "does not know params ['n_wya']"),
+    (("--param", "n_wya=5"), "does not know param(s) ['n_wya']"),
     (("--n-way", "5,abc"), "n_way"),
 ])
 def test_bad_protocol_params_fail_before_any_audio_is_decoded(demo_root, tmp_path, args, message, monkeypatch):
@@ -322,7 +322,7 @@ def _listing(per_class: int, n_classes: int, splits=None):
     ("fewshot-logistic", {"k_shot": 8}, None, "fewer clips than 8 support"),
     ("fewshot-logistic", {"k_shot": 1, "draws": -1}, None, "episodes"),
     ("linear-probe", {"folds": "official"}, None, "split/fold name on every clip"),
-    ("linear-probe", {"Cs_typo": [1.0]}, ["1", "2"], "does not know params"),
+    ("linear-probe", {"Cs_typo": [1.0]}, ["1", "2"], "does not know param"),
     ("knn", {"k": 0}, ["1", "2"], "positive integer"),
     ("knn", {"folds": {"train": ["1"], "test": ["9"]}}, ["1", "2"], "no clip has"),
 ])

@@ -38,8 +38,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asc_bench.api import AscBenchError, EpisodeOutcome, EvalData, ListingInfo, ProtocolResult, UsageError
-from asc_bench.evaluation.episodes import SAMPLING_KEYS, EpisodeParams, Episodes, sample_episodes
+from asc_bench.api import (AscBenchError, EpisodeOutcome, EvalData, ListingInfo, ProtocolResult,
+                           check_params)
+from asc_bench.evaluation.episodes import EpisodeParams, Episodes, sample_episodes
+from asc_bench_plugins.protocols.params import PROTOTYPE
 
 GRAM_MAX_CLIPS = 16384                 # 16384^2 float32 = 1 GiB
 _CHUNK_ELEMENTS = 1 << 23              # gathered entries per chunk (32 MB of float32)
@@ -176,10 +178,7 @@ def prototype_accuracy(embeddings: np.ndarray, ep: Episodes, *, method: str = "a
 
 
 def _sample(data: EvalData, params: Mapping[str, Any], seed: int) -> tuple[EpisodeParams, Episodes]:
-    unknown = sorted(k for k in params if not str(k).startswith("_") and k not in SAMPLING_KEYS)
-    if unknown:
-        raise UsageError(f"fewshot-prototype does not know params {unknown}; known: "
-                         f"{list(SAMPLING_KEYS)}")
+    check_params("fewshot-prototype", params, PROTOTYPE)
     p = EpisodeParams.from_params(params)
     ep = sample_episodes(data.labels, data.splits, p, seed, classes=data.classes,
                          spec_hash=str(params.get("_spec_hash", "")),
