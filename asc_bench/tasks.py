@@ -5,12 +5,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import yaml
 
 from asc_bench.api import UsageError
 from asc_bench.data.audio import CropPolicy
+
+S = TypeVar("S")                        # a spec type with `.name` and `.path` (TaskSpec, Suite)
 
 REQUIRED = ("name", "dataset", "protocol")
 OPTIONAL = ("description", "group", "dataset_options", "params", "audio", "seed", "source", "unverified")
@@ -75,37 +77,54 @@ def _crop(spec: Any, source: str) -> CropPolicy:
         raise UsageError(f"{source}: {exc}") from None
 
 
-def load_task_file(path: str | Path) -> TaskSpec:
+def load_yaml_spec(path: str | Path, kind: str, parse: Callable[[Any, str], S]) -> S:
+    """One YAML spec file (a task, a suite...) parsed by `parse(data, source)`; errors name the file."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"task file {path} does not exist") from None
+        raise UsageError(f"{kind} file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML ({exc})") from None
-    return parse_task(data, str(path))
+    return parse(data, str(path))
 
 
-def discover_tasks(task_dirs: list[tuple[Path, str]]) -> dict[str, TaskSpec]:
-    """Every task in the registered directories; a name defined twice is an error naming both files."""
-    tasks: dict[str, TaskSpec] = {}
-    for directory, plugin in task_dirs:
+def discover_yaml_specs(dirs: Sequence[tuple[Path, str]], kind: str, load: Callable[[Path], S]) -> dict[str, S]:
+    """Every spec in the registered directories, by `.name`; a name defined twice is an error naming
+    both files."""
+    found: dict[str, S] = {}
+    for directory, plugin in dirs:
         for file in sorted(Path(directory).glob("*.yaml")):
-            spec = load_task_file(file)
-            if spec.name in tasks:
-                raise UsageError(f"task '{spec.name}' is defined twice: {tasks[spec.name].path} and {file} "
+            spec = load(file)
+            if spec.name in found:
+                raise UsageError(f"{kind} '{spec.name}' is defined twice: {found[spec.name].path} and {file} "
                                  f"(plugin '{plugin}')")
-            tasks[spec.name] = spec
-    return tasks
+            found[spec.name] = spec
+    return found
 
 
-def resolve_task(name_or_path: str, task_dirs: list[tuple[Path, str]]) -> TaskSpec:
-    """A registered task name, or a path to a YAML file."""
+def resolve_yaml_spec(name_or_path: str, dirs: Sequence[tuple[Path, str]], kind: str,
+                      load: Callable[[Path], S]) -> S:
+    """A registered spec name, or a path to a YAML file; an unknown name gets "did you mean"."""
     if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
-        return load_task_file(name_or_path)
-    tasks = discover_tasks(task_dirs)
-    if name_or_path not in tasks:
+        return load(Path(name_or_path))
+    specs = discover_yaml_specs(dirs, kind, load)
+    if name_or_path not in specs:
         from asc_bench.plugins import unknown_name
 
-        raise unknown_name("tasks", name_or_path, tasks)
-    return tasks[name_or_path]
+        raise unknown_name(f"{kind}s", name_or_path, specs)
+    return specs[name_or_path]
+
+
+def load_task_file(path: str | Path) -> TaskSpec:
+    return load_yaml_spec(path, "task", parse_task)
+
+
+def discover_tasks(task_dirs: Sequence[tuple[Path, str]]) -> dict[str, TaskSpec]:
+    """Every task in the registered directories; a name defined twice is an error naming both files."""
+    return discover_yaml_specs(task_dirs, "task", load_task_file)
+
+
+def resolve_task(name_or_path: str, task_dirs: Sequence[tuple[Path, str]]) -> TaskSpec:
+    """A registered task name, or a path to a YAML file."""
+    return resolve_yaml_spec(name_or_path, task_dirs, "task", load_task_file)

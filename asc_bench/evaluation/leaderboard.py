@@ -179,7 +179,8 @@ def column_cells(col: Column, alpha: float = ALPHA, *, interval: str = "class",
     return cells
 
 
-def _fmt_count(n: Any) -> str:
+def fmt_count(n: Any) -> str:
+    """A parameter or MAC count as the tables print it: 85.6M, 2.5G, – when unknown."""
     if not isinstance(n, (int, float)) or isinstance(n, bool) or n < 0:
         return "–"
     for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
@@ -198,7 +199,8 @@ def _fmt_cell(cell: Cell | None) -> str:
     return text + (f" {cell.mark}" if cell.mark else "")
 
 
-def _md(text: Any) -> str:
+def md_cell(text: Any) -> str:
+    """Text safe inside a markdown table cell (pipes escaped, one line)."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
@@ -221,8 +223,8 @@ def _footnote(num: int, col: Column, cells: Mapping[str, Cell] | None = None) ->
     seeds = sorted({r["seed"] for r in recs})
     hashes = sorted({r["episode_hash"][:12] for r in recs})
     params = ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(col.params.items()))
-    return (f"[{num}] {_md(col.label)}: dataset {_md(r0['task'].get('dataset', '?'))}, protocol "
-            f"{_md(r0['protocol'].get('name') or r0['task'].get('protocol'))} ({_md(params)}); "
+    return (f"[{num}] {md_cell(col.label)}: dataset {md_cell(r0['task'].get('dataset', '?'))}, protocol "
+            f"{md_cell(r0['protocol'].get('name') or r0['task'].get('protocol'))} ({md_cell(params)}); "
             f"{unit_text}; seed {', '.join(map(str, seeds))}; episode hash "
             f"{', '.join(hashes)}" + _interval_note(cells) + ".")
 
@@ -233,7 +235,7 @@ def _interval_note(cells: Mapping[str, Cell] | None) -> str:
     kinds = sorted({c.interval for c in cells.values()})
     if len(kinds) == 1:
         return f"; ± = {_INTERVAL_TEXT[kinds[0]]}"
-    parts = [f"{_INTERVAL_TEXT[k]} for {', '.join(_md(e) for e in sorted(cells) if cells[e].interval == k)}"
+    parts = [f"{_INTERVAL_TEXT[k]} for {', '.join(md_cell(e) for e in sorted(cells) if cells[e].interval == k)}"
              for k in kinds]
     return "; ± = " + "; ".join(parts)
 
@@ -242,14 +244,14 @@ def render_group(group: str, cols: Sequence[Column], alpha: float = ALPHA, *,
                  interval: str = "class", margin: float | None = None) -> list[str]:
     encoders = sorted({e for c in cols for e in c.entries})
     cells = [column_cells(c, alpha, interval=interval, margin=margin) for c in cols]
-    header = ["Encoder", "Params", "GMAC/s"] + [f"{_md(c.label)} [{i + 1}]"
+    header = ["Encoder", "Params", "GMAC/s"] + [f"{md_cell(c.label)} [{i + 1}]"
                                                 for i, c in enumerate(cols)]
-    lines = [f"## {_md(group)}", "", "| " + " | ".join(header) + " |",
+    lines = [f"## {md_cell(group)}", "", "| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["--:"] * (len(header) - 1)) + "|"]
     for enc in encoders:
         n_params, macs = _encoder_facts(cols, enc)
         macs_text = f"{macs / 1e9:.2f}" if isinstance(macs, (int, float)) and macs > 0 else "–"
-        row = [_md(enc), _fmt_count(n_params), macs_text] + [_fmt_cell(cs.get(enc))
+        row = [md_cell(enc), fmt_count(n_params), macs_text] + [_fmt_cell(cs.get(enc))
                                                                for cs in cells]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")

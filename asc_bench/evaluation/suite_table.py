@@ -32,6 +32,7 @@ import numpy as np
 from scipy import stats as sps
 
 from asc_bench.evaluation import stats
+from asc_bench.evaluation.leaderboard import fmt_count, md_cell
 from asc_bench.evaluation.suites import CI_METHODS, Published, Suite
 
 Z95 = 1.959963984540054
@@ -162,24 +163,13 @@ def _pct(mean: float, hw: float | None) -> str:
     return f"{mean:.1f} ± {hw:.1f}"
 
 
-def _count(n: Any) -> str:
-    if not isinstance(n, (int, float)) or isinstance(n, bool) or n < 0:
-        return "–"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(int(n))
-
-
-def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def render_suite_table(suite: Suite, records: dict[tuple[str, str], dict[str, Any]], *, papers_ci: bool = False) -> str:
     """Markdown: the paper-shaped table, the consistency table, how each interval was computed, sources."""
     cols = list(suite.columns)
-    lines = [f"# {suite.name}", "", _md(suite.description), "", f"Source: {_md(suite.source)}", "",
-             "| Model | " + " | ".join(_md(c.label) for c in cols) + " | Params |",
+    lines = [f"# {suite.name}", "", md_cell(suite.description), "", f"Source: {md_cell(suite.source)}", "",
+             "| Model | " + " | ".join(md_cell(c.label) for c in cols) + " | Params |",
              "|---|" + "--:|" * len(cols) + "--:|"]
     for label in _our_labels(suite, records):
         cells, params = [], None
@@ -191,18 +181,18 @@ def render_suite_table(suite: Suite, records: dict[tuple[str, str], dict[str, An
             ci = stats.mean_ci(r["scores"])
             cells.append(_pct(ci.mean * 100, ci.half_width * 100))
             params = r.get("encoder", {}).get("params", params)
-        lines.append(f"| {_md(label)} | " + " | ".join(cells) + f" | {_count(params)} |")
+        lines.append(f"| {md_cell(label)} | " + " | ".join(cells) + f" | {fmt_count(params)} |")
     for p in suite.published:
         if p.kind != "value":
             continue
         cells = [_pct(*p.values[c.label]) if c.label in p.values else "–" for c in cols]
-        lines.append(f"| {_md(p.model)} (reported) | " + " | ".join(cells) + f" | {_md(p.params or '–')} |")
+        lines.append(f"| {md_cell(p.model)} (reported) | " + " | ".join(cells) + f" | {md_cell(p.params or '–')} |")
     lines += ["", f"Ours: accuracy in %, mean ± half-width of the 95% CI ({stats.CI_FORMULA}) over our scores "
                   f"(per episode, draw or fold; n per cell below). Reported: as printed in the source."]
     gains = [p for p in suite.published if p.kind == "gain"]
     for p in gains:
         vals = ", ".join(f"{k}: {v[0]:+.1f}" for k, v in p.values.items())
-        lines.append(f"Reported gain of {_md(p.model)} over {_md(p.over)}: {vals} ({_md(p.source)}).")
+        lines.append(f"Reported gain of {md_cell(p.model)} over {md_cell(p.over)}: {vals} ({md_cell(p.source)}).")
     checks = consistency_checks(suite, records, papers_ci)
     lines += ["", "## Consistency with the published numbers", ""]
     if not checks:
@@ -214,8 +204,8 @@ def render_suite_table(suite: Suite, records: dict[tuple[str, str], dict[str, An
                   "|---|---|--:|--:|--:|---|--:|---|"]
         for k in checks:
             p = "–" if k.p_value is None else f"{k.p_value:.3g}"
-            lines.append(f"| {_md(k.model)} vs {_md(k.reported_row)} | {_md(k.column)} | {_pct(k.ours, k.ours_hw)} | "
-                         f"{_pct(k.reported, k.reported_hw)} | {k.difference:+.1f} | {_md(k.test)} | {p} | {k.verdict} |")
+            lines.append(f"| {md_cell(k.model)} vs {md_cell(k.reported_row)} | {md_cell(k.column)} | {_pct(k.ours, k.ours_hw)} | "
+                         f"{_pct(k.reported, k.reported_hw)} | {k.difference:+.1f} | {md_cell(k.test)} | {p} | {k.verdict} |")
     methods = sorted({p.ci_method for p in suite.published if p.ci_method != "none"})
     lines += ["", "How the intervals were computed:"]
     for m in methods:
@@ -233,8 +223,8 @@ def render_suite_table(suite: Suite, records: dict[tuple[str, str], dict[str, An
     lines += ["", "Published numbers, their sources and what is unverified:"]
     for p in suite.published:
         extra = f"; unverified: {'; '.join(p.unverified)}" if p.unverified else ""
-        lines.append(f"- {_md(p.model)} ({p.kind}): {_md(p.source)}{_md(extra)}")
+        lines.append(f"- {md_cell(p.model)} ({p.kind}): {md_cell(p.source)}{md_cell(extra)}")
     for u in suite.unverified:
-        lines.append(f"- suite: {_md(u)}")
+        lines.append(f"- suite: {md_cell(u)}")
     lines.append("")
     return "\n".join(lines)

@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 
 from asc_bench.api import UsageError
+from asc_bench.tasks import discover_yaml_specs, load_yaml_spec, resolve_yaml_spec
 
 SUITE_FIELDS = ("name", "description", "source", "tasks", "models", "published", "unverified")
 TASK_FIELDS = ("task", "label", "params", "sweep")
@@ -275,36 +275,14 @@ def parse_suite(data: Any, source: str) -> Suite:
 
 
 def load_suite_file(path: str | Path) -> Suite:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"suite file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({exc})") from None
-    return parse_suite(data, str(path))
+    return load_yaml_spec(path, "suite", parse_suite)
 
 
 def discover_suites(suite_dirs: Sequence[tuple[Path, str]]) -> dict[str, Suite]:
     """Every suite in the registered directories; a name defined twice is an error naming both files."""
-    suites: dict[str, Suite] = {}
-    for directory, plugin in suite_dirs:
-        for file in sorted(Path(directory).glob("*.yaml")):
-            suite = load_suite_file(file)
-            if suite.name in suites:
-                raise UsageError(f"suite '{suite.name}' is defined twice: {suites[suite.name].path} and {file} "
-                                 f"(plugin '{plugin}')")
-            suites[suite.name] = suite
-    return suites
+    return discover_yaml_specs(suite_dirs, "suite", load_suite_file)
 
 
 def resolve_suite(name_or_path: str, suite_dirs: Sequence[tuple[Path, str]]) -> Suite:
     """A registered suite name, or a path to a suite YAML file."""
-    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
-        return load_suite_file(name_or_path)
-    suites = discover_suites(suite_dirs)
-    if name_or_path not in suites:
-        from asc_bench.plugins import unknown_name
-
-        raise unknown_name("suites", name_or_path, suites)
-    return suites[name_or_path]
+    return resolve_yaml_spec(name_or_path, suite_dirs, "suite", load_suite_file)
