@@ -166,8 +166,41 @@ def test_voxceleb1_says_what_to_do_and_builtin_sources_say_how_they_are_verified
     for name in ("esc50", "tut17", "tau22", "icme24", "nsynth-test", "nsynth-valid", "scv2", "fsdkaggle2018"):
         src = SOURCES[name]
         assert src.files and all(f.url.startswith("http") for f in src.files)
-        # no md5 is invented: where the specs give none, the entry says how it is verified instead
-        assert all(f.md5 is None for f in src.files) and any("no md5" in n for n in src.notes)
     assert SOURCES["icme24"].files[0].size == 5_271_935_462
     listed = {r["name"]: r for r in json.loads(cli("list", "sources", "--json").stdout)}
     assert listed["voxceleb1"]["files"] == "manual" and listed["nsynth-valid"]["dataset"] == "nsynth"
+
+
+def test_every_builtin_md5_is_well_formed_and_every_file_without_one_says_why():
+    from asc_bench.data.download import NO_MD5, SOURCES
+
+    with_md5 = set()
+    for src in SOURCES.values():
+        for f in src.files:
+            if f.md5 is None:
+                # no md5 is invented: the entry says that none is published and how the file is verified instead
+                assert any(n.startswith(NO_MD5) for n in src.notes), (src.name, f.name)
+            else:
+                assert len(f.md5) == 32 and set(f.md5) <= set("0123456789abcdef"), (src.name, f.name, f.md5)
+                with_md5.add(src.name)
+                # ... and an md5 names where it was copied from: a repository and a file path in it
+                assert any("md5" in n and "/" in n and ".py" in n for n in src.notes), src.name
+            assert f.size is None or f.size > 0
+    assert with_md5 == {"tut17", "tau22", "nsynth-test", "nsynth-valid", "scv2"}
+    # the built-in md5s are distinct files: a copy-paste slip would repeat one
+    md5s = [f.md5 for s in SOURCES.values() for f in s.files if f.md5]
+    assert len(md5s) == len(set(md5s)) == 13 + 18 + 3
+
+
+def test_a_malformed_md5_in_a_registry_file_is_a_usage_error_naming_the_field(tmp_path):
+    reg = tmp_path / "sources.yaml"
+    reg.write_text(yaml.safe_dump({"sources": [{"name": "esc50", "dataset": "esc50", "files": [
+        {"name": "ESC-50-master.zip", "url": "http://127.0.0.1:1/x.zip", "md5": "md5:1234"}]}]}))
+    res = cli("data", "download", "esc50", "--to", str(tmp_path / "d"), "--registry", str(reg), check=False)
+    assert res.returncode == 2
+    assert "sources[0].files[0]" in res.stderr and "'md5:1234'" in res.stderr and "32 hexadecimal" in res.stderr
+    assert not (tmp_path / "d").exists()
+    reg.write_text(reg.read_text().replace("md5:1234", "D41D8CD98F00B204E9800998ECF8427E"))   # upper case is fine
+    from asc_bench.data.download import load_registry
+
+    assert load_registry(reg)["esc50"].files[0].md5 == "d41d8cd98f00b204e9800998ecf8427e"

@@ -5,11 +5,14 @@ Guarantees:
   the datasets' pages). The registry is data (`SOURCES`), overridable with a YAML file
   (`--registry FILE` or `$ASC_BENCH_DATA_SOURCES`) whose entries replace built-ins of the same name.
 - **Verified**: a file with a known md5 must match it (pooch checks it; a mismatch is refused and the file
-  deleted). The specs record no per-file md5 for any of these datasets (they are printed on the Zenodo
-  pages and in dcase_util's dataset classes, which this workplace could not read), so the built-in
-  entries carry `md5: null` and are verified by size where the specs give one (ICME24) and always by
-  archive integrity: every zip member's CRC (`ZipFile.testzip`) or a full read of a tar.gz (gzip CRC).
-  Add the md5 to a registry file to have it checked.
+  deleted), a file with a known size must have it, and every archive must be intact: every zip member's CRC
+  (`ZipFile.testzip`) or a full read of a tar.gz (gzip CRC). specs/datasets.md records no per-file md5, so
+  each built-in md5 and size is copied from a source that publishes it for the same URL and file name, and
+  each entry's notes name that source (repository + file path) or say that none is published:
+  TUT17 and TAU22 from dcase_util's dataset classes (which check them on download), NSynth and SCv2 from
+  HEAR's hear-preprocess (which checks them too; SCv2's size from tensorflow/datasets). ESC-50 (GitHub's
+  zip of a moving branch), ICME24 (size only) and FSDKaggle2018 have none; add md5s from the Zenodo page
+  to a registry file to have them checked.
 - **Resumable**: bytes arrive in `<dir>/.downloads/<file>.part`; an interrupted transfer keeps them and
   the next run asks the server for the rest (HTTP Range). A server that ignores Range sends it all again.
 - **Unpacked** into exactly the layout the adapter reads: archives are extracted into a temporary folder
@@ -61,27 +64,78 @@ class DataSource:
     notes: tuple[str, ...] = ()
 
 
-def _zenodo(record: int, names: Sequence[str], unpack: str = "zip") -> tuple[RemoteFile, ...]:
-    return tuple(RemoteFile(n, f"https://zenodo.org/records/{record}/files/{n}?download=1", unpack=unpack)
+def _zenodo(record: int, names: Sequence[str], unpack: str = "zip",
+            published: Mapping[str, tuple[str, int]] | None = None) -> tuple[RemoteFile, ...]:
+    """Files of a Zenodo record; `published` maps a file name to its published (md5, size in bytes)."""
+    published = published or {}
+    return tuple(RemoteFile(n, f"https://zenodo.org/records/{record}/files/{n}?download=1",
+                            *published.get(n, (None, None)), unpack=unpack)
                  for n in names)
 
 
-NO_MD5 = "no md5 in specs/datasets.md: verified by archive integrity (and size where known); add md5s from the " \
-         "Zenodo page to a registry file to check them"
+NO_MD5 = "no md5 published"     # every built-in note on a file without an md5 starts with this
+_DCASE_UTIL = "DCASE-REPO/dcase_util dcase_util/datasets/tut.py (commit a2694b0)"
+_HEAR = "hearbenchmark/hear-preprocess hearpreprocess/{} (commit 610d864), whose pipeline checks it"
 _TUT17 = "TUT-acoustic-scenes-2017-development"
 _TAU22 = "TAU-urban-acoustic-scenes-2022-mobile-development"
+# (md5, bytes) as published by dcase_util's TUTAcousticScenes_2017_DevelopmentSet for zenodo.org/record/400515
+_TUT17_PUBLISHED = {
+    f"{_TUT17}.doc.zip": ("2065495aaf3f1103e795c9899e2af1df", 54_796),
+    f"{_TUT17}.meta.zip": ("9007fd4772d816590c5db5f5e9568f5d", 104_321),
+    f"{_TUT17}.error.zip": ("802c700b021769e52a2c1e3b9c117a1b", 1_432),
+    f"{_TUT17}.audio.1.zip": ("251325a9afaaad0326ad1c57f57d514a", 1_071_445_248),
+    f"{_TUT17}.audio.2.zip": ("c26861e05147dc319b4250eb103d9d99", 1_073_453_613),
+    f"{_TUT17}.audio.3.zip": ("a4815775f8a5e629179726ee4cd4f55a", 1_073_077_819),
+    f"{_TUT17}.audio.4.zip": ("1732b03afe8c53ef8bba80ba14766e57", 1_072_822_038),
+    f"{_TUT17}.audio.5.zip": ("611be754a0c951185c6ae4b7643c19a0", 1_072_644_652),
+    f"{_TUT17}.audio.6.zip": ("165a201db800d3ea76fce5a9c2bd97d7", 1_072_667_888),
+    f"{_TUT17}.audio.7.zip": ("c7d79db84264401c0f8680dcc36013ad", 1_073_417_661),
+    f"{_TUT17}.audio.8.zip": ("35043f25123439392338c790494c7a19", 1_072_381_222),
+    f"{_TUT17}.audio.9.zip": ("0805dcf5d8e6871dc9610182b2efb93a", 1_072_087_738),
+    f"{_TUT17}.audio.10.zip": ("5df83a191295a04e290b125c634e13e7", 1_046_262_120),
+}
+# (md5, bytes) as published by dcase_util's TAUUrbanAcousticScenes_2022_Mobile_DevelopmentSet for
+# zenodo.org/record/6337421
+_TAU22_PUBLISHED = {
+    f"{_TAU22}.doc.zip": ("9c4f610bdb5d3e3e72a17d393a26452a", 16_819),
+    f"{_TAU22}.meta.zip": ("419b6ff6570f1030730352dc80cd8d15", 1_538_781),
+    f"{_TAU22}.audio.1.zip": ("8be14bdbd844481dce059ab31fbd2239", 1_736_050_960),
+    f"{_TAU22}.audio.2.zip": ("e821abda49b069248bb75eab39df7575", 1_791_821_989),
+    f"{_TAU22}.audio.3.zip": ("9c7897f78bb42ca0008936daddf3f8f3", 1_878_561_499),
+    f"{_TAU22}.audio.4.zip": ("53ec3e37c0fc0be75f53c5abbc5300b8", 1_887_825_128),
+    f"{_TAU22}.audio.5.zip": ("528422c33c5d10263203d2c61cb1f3be", 1_832_871_840),
+    f"{_TAU22}.audio.6.zip": ("4759a9465c903e13e57d5e82e791fc28", 1_836_165_296),
+    f"{_TAU22}.audio.7.zip": ("6d545fc83a55a17856a9ccc1ac9aff6b", 1_737_838_582),
+    f"{_TAU22}.audio.8.zip": ("3a2916a9b5d3f43cc7a22a62b180b0d9", 1_758_317_867),
+    f"{_TAU22}.audio.9.zip": ("071f664c86639ad730f7be4e3c39d886", 1_790_044_829),
+    f"{_TAU22}.audio.10.zip": ("e0839d019e9b77ecbcbb0eff85965530", 1_736_836_871),
+    f"{_TAU22}.audio.11.zip": ("fc60f1c83726be3963ae14fbcb95eeb4", 1_754_618_148),
+    f"{_TAU22}.audio.12.zip": ("02246547f86c0a814dc63ec65d7033bb", 1_748_795_940),
+    f"{_TAU22}.audio.13.zip": ("88ae9ef884665140d1572d8061725e00", 1_844_234_922),
+    f"{_TAU22}.audio.14.zip": ("c3f400d74ae90e5190dc518cde43de47", 1_854_884_822),
+    f"{_TAU22}.audio.15.zip": ("85594c6fe4f91c10aa2a410f748103b8", 1_877_789_093),
+    f"{_TAU22}.audio.16.zip": ("6e2df8438c69f6789414aeba8cbad9d8", 435_379_083),
+}
 SOURCES: dict[str, DataSource] = {s.name: s for s in (
     DataSource("esc50", "esc50", (RemoteFile("ESC-50-master.zip", "https://github.com/karoldvl/ESC-50/archive/master.zip"),),
                page="https://github.com/karolpiczak/ESC-50", layout="ESC-50-master/{audio,meta}",
-               notes=(NO_MD5, "GitHub archive of the master branch (the repository holds the audio)")),
+               notes=(f"{NO_MD5}: GitHub builds this zip of the master branch on request, so its bytes change with "
+                      "every commit (the md5 soundata and HEAR pinned for this URL went stale: soundata/soundata issue "
+                      "#208); verified by the zip CRCs",
+                      "GitHub archive of the master branch (the repository holds the audio)")),
     DataSource("tut17", "tut17", _zenodo(400515, [f"{_TUT17}.{p}.zip" for p in
-                                                 ("doc", "meta", "error", *(f"audio.{i}" for i in range(1, 11)))]),
+                                                 ("doc", "meta", "error", *(f"audio.{i}" for i in range(1, 11)))],
+                                         published=_TUT17_PUBLISHED),
                page="https://zenodo.org/records/400515", layout=f"{_TUT17}/{{audio,meta.txt,evaluation_setup}}",
-               notes=(NO_MD5, "~10.7 GB in ten audio zips")),
+               notes=(f"md5 and size of every file: {_DCASE_UTIL}, class TUTAcousticScenes_2017_DevelopmentSet "
+                      "(same Zenodo record and file names)", "~10.7 GB in ten audio zips")),
     DataSource("tau22", "tau22", _zenodo(6337421, [f"{_TAU22}.{p}.zip" for p in
-                                                  ("doc", "meta", *(f"audio.{i}" for i in range(1, 17)))]),
+                                                  ("doc", "meta", *(f"audio.{i}" for i in range(1, 17)))],
+                                         published=_TAU22_PUBLISHED),
                page="https://zenodo.org/records/6337421", layout=f"{_TAU22}/{{audio,meta.csv,evaluation_setup}}",
-               notes=(NO_MD5,)),
+               notes=(f"md5 and size of every file: {_DCASE_UTIL}, class "
+                      "TAUUrbanAcousticScenes_2022_Mobile_DevelopmentSet (same Zenodo record and file names)",
+                      "~27 GB in sixteen audio zips")),
     DataSource("icme24", "icme24", (
         RemoteFile("ICME2024_GC_ASC_dev.zip", "https://zenodo.org/records/10616533/files/ICME2024_GC_ASC_dev.zip?download=1",
                    size=5_271_935_462),
@@ -89,25 +143,35 @@ SOURCES: dict[str, DataSource] = {s.name: s for s in (
                    "https://raw.githubusercontent.com/JishengBai/ICME2024ASC/main/data/ICME2024_ASC_dev_label.csv",
                    unpack="none")),
                page="https://zenodo.org/records/10616533", layout="ICME2024_GC_ASC_dev/*.wav + ICME2024_ASC_dev_label.csv",
-               notes=(NO_MD5, "labels come from the official baseline repository (branch name 'main' unverified)")),
+               notes=(f"{NO_MD5} for either file (the baseline's setup_data.py checks only the zip's size, "
+                      "5,271,935,462 bytes, which is checked here too, with the zip CRCs)",
+                      "labels come from the official baseline repository (branch name 'main' unverified)")),
     DataSource("nsynth-test", "nsynth", (RemoteFile("nsynth-test.jsonwav.tar.gz",
                                                     "http://download.magenta.tensorflow.org/datasets/nsynth/nsynth-test.jsonwav.tar.gz",
-                                                    unpack="tar"),),
+                                                    md5="5e6f8719bf7e16ad0a00d518b78af77d", unpack="tar"),),
                page="https://magenta.tensorflow.org/datasets/nsynth", layout="nsynth-test/{examples.json,audio}",
-               notes=(NO_MD5, "nsynth-5way1shot needs nsynth-test; nsynth-linear needs nsynth-valid too")),
+               notes=(f"md5: {_HEAR.format('nsynth_pitch.py')} (same URL); no size published",
+                      "nsynth-5way1shot needs nsynth-test; nsynth-linear needs nsynth-valid too")),
     DataSource("nsynth-valid", "nsynth", (RemoteFile("nsynth-valid.jsonwav.tar.gz",
                                                      "http://download.magenta.tensorflow.org/datasets/nsynth/nsynth-valid.jsonwav.tar.gz",
-                                                     unpack="tar"),),
+                                                     md5="87e94a00a19b6dbc99cf6d4c0c0cae87", unpack="tar"),),
                page="https://magenta.tensorflow.org/datasets/nsynth", layout="nsynth-valid/{examples.json,audio}",
-               notes=(NO_MD5, "download into the same folder as nsynth-test")),
+               notes=(f"md5: {_HEAR.format('nsynth_pitch.py')} (same URL); no size published",
+                      "download into the same folder as nsynth-test")),
     DataSource("scv2", "scv2", (RemoteFile("speech_commands_v0.02.tar.gz",
-                                           "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz", unpack="tar"),),
+                                           "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
+                                           md5="6b74f3901214cb2c2934e98196829835", size=2_428_923_189, unpack="tar"),),
                page="https://arxiv.org/abs/1804.03209", layout="<word>/*.wav, validation_list.txt, testing_list.txt (no top folder)",
-               notes=(NO_MD5,)),
+               notes=(f"md5: {_HEAR.format('speech_commands.py')} (same URL); size: tensorflow/datasets "
+                      "tensorflow_datasets/url_checksums/speech_commands.txt (same URL, which also gives the sha256 "
+                      "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58)",)),
     DataSource("fsdkaggle2018", "fsdkaggle2018", _zenodo(2552860, [f"FSDKaggle2018.{p}.zip" for p in
                                                                    ("doc", "meta", "audio_train", "audio_test")]),
                page="https://zenodo.org/records/2552860",
-               layout="FSDKaggle2018.{audio_train,audio_test,meta,doc}/", notes=(NO_MD5,)),
+               layout="FSDKaggle2018.{audio_train,audio_test,meta,doc}/",
+               notes=(f"{NO_MD5} in a repository this project could read (dcase_util, soundata and hear-preprocess "
+                      "have no FSDKaggle2018 class); verified by the zip CRCs. The Zenodo page lists the md5s: add "
+                      "them in a registry file to have them checked",)),
     DataSource("voxceleb1", "voxceleb1", page="https://www.robots.ox.ac.uk/~vgg/data/voxceleb/vox1.html",
                layout="wav/<speaker>/<video>/<utt>.wav + iden_split.txt (+ veri_test.txt)",
                manual=("VoxCeleb1 is distributed only after registration, so asc-bench cannot download it.\n"
@@ -158,11 +222,20 @@ def _parse_source(entry: Any, where: str) -> DataSource:
         unpack = str(f.get("unpack", "zip"))
         if unpack not in UNPACK:
             raise UsageError(f"{where}.files[{j}]: unpack must be one of {', '.join(UNPACK)}")
-        files.append(RemoteFile(str(f["name"]), str(f["url"]), str(f["md5"]).lower() if f.get("md5") else None,
+        md5 = str(f["md5"]).strip().lower() if f.get("md5") else None
+        if md5 is not None and not is_md5(md5):
+            raise UsageError(f"{where}.files[{j}]: md5 {f['md5']!r} is not 32 hexadecimal digits; copy it from "
+                             f"the dataset's page, or leave it out to verify by size and archive integrity only")
+        files.append(RemoteFile(str(f["name"]), str(f["url"]), md5,
                                 int(f["size"]) if f.get("size") is not None else None, unpack))
     return DataSource(str(entry["name"]), str(entry["dataset"]), tuple(files), str(entry.get("page", "")),
                       str(entry.get("layout", "")), str(entry.get("manual", "")),
                       tuple(str(n) for n in entry.get("notes") or ()))
+
+
+def is_md5(text: str) -> bool:
+    """True for an md5 as the registry stores it: 32 lowercase hexadecimal digits."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
 def get_source(name: str, registry: str | Path | None = None) -> DataSource:
