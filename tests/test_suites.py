@@ -260,7 +260,9 @@ def test_columns_on_the_same_files_with_other_labels_reuse_the_embeddings(table2
     family.write_text(yaml.safe_dump({
         "name": "nsynth-family-5way1shot", "dataset": "nsynth", "protocol": "fewshot-prototype",
         "dataset_options": {"label": "family", "splits": ["test"]},
-        "params": {"n_way": 5, "k_shot": 1, "n_query": 15, "episodes": 50}, "audio": {"crop": "whole"}}))
+        # group_disjoint off: the miniature has one instrument per family, and this test is about the cache
+        "params": {"n_way": 5, "k_shot": 1, "n_query": 15, "episodes": 50, "group_disjoint": False},
+        "audio": {"crop": "whole"}}))
     suite = tmp_path / "labels.yaml"
     suite.write_text(yaml.safe_dump({
         "name": "labels", "tasks": [{"task": "nsynth-5way1shot", "label": "instrument", "params": {"episodes": 50}},

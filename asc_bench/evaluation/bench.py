@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from asc_bench.api import AscBenchError, EvalData, UsageError
+from asc_bench.api import AscBenchError, EvalData, ListingInfo, UsageError, clip_groups
 from asc_bench.evaluation.suites import Cell, Suite, SuiteModel
 
 # The dry run keeps the protocol's sampling and checks but not its cost: episode/draw counts cut to 2, a
@@ -235,13 +235,24 @@ def _check_weights(manager: Any, model: SuiteModel, plan: CellPlan, sha_of: dict
 
 
 def dry_run_protocol(protocol: Any, spec: Any, clips: Sequence[Any], seed: int) -> str:
-    """'' if the protocol accepts the listing (run on 2-d random embeddings, counts cut to 2), else why not."""
+    """'' if the protocol accepts the listing, else why not. The protocol's own pre-check
+    (`ProtocolEntry.check`, the one `asc-bench run` calls before embedding) decides where it has one;
+    otherwise the protocol runs on 2-d random embeddings with its counts cut to 2."""
+    if protocol.check is not None:
+        try:
+            protocol.check(ListingInfo.from_clips(clips),
+                           {**spec.params, "_spec_hash": spec.spec_hash, "_fingerprint": "dry-run"}, seed)
+        except Exception as exc:   # any protocol error is a problem of this cell, reported before embedding
+            return (f"protocol '{spec.protocol}' rejects task '{spec.name}' on this data "
+                    f"({len(clips)} clips): {type(exc).__name__}: {exc}")
+        return ""
     classes = sorted({c.label for c in clips})
     index = {label: i for i, label in enumerate(classes)}
     rng = np.random.default_rng(0)
     data = EvalData(embeddings=rng.standard_normal((len(clips), 2)).astype(np.float32),
                     labels=np.array([index[c.label] for c in clips], dtype=np.int64), classes=classes,
-                    splits=[c.split for c in clips], extras=[dict(c.extra) for c in clips])
+                    splits=[c.split for c in clips], extras=[dict(c.extra) for c in clips],
+                    groups=clip_groups(clips))
     params = {**spec.params, "_spec_hash": spec.spec_hash, "_fingerprint": "dry-run"}
     for key, cut in DRY_RUN_CUTS.items():
         if isinstance(params.get(key), int) and params[key] > cut:
