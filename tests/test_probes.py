@@ -3,7 +3,10 @@ logistic solver against scikit-learn, and the protocol parameter tables (CLI, do
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -60,6 +63,64 @@ def test_logreg_follows_sklearn_iterations_and_predictions(n, dim):
         assert m.n_iter == ref.n_iter_[0]
         np.testing.assert_array_equal(m.predict(xb), ref.predict(xb))
         np.testing.assert_allclose(m.coef, ref.coef_, atol=1e-5 * max(1.0, np.abs(ref.coef_).max()))
+
+
+def test_lockstep_fits_stop_where_each_fit_alone_stops():
+    # The Cs of a path share each evaluation's products; every fit must still be its own run.
+    x, y, _ = _blobs(n_cls=5, per=120, dim=40, sep=0.3, seed=9)
+    cs = [0.01, 0.1, 1.0, 10.0, 100.0]
+    with logreg.one_blas_thread():
+        alone = logreg.fit_path(x, y, cs, 5, lockstep=False)
+        side = logreg.fit_path(x, y, cs, 5, lockstep=True)
+    for a, b in zip(alone, side):
+        assert a.n_iter == b.n_iter and a.converged == b.converged
+        np.testing.assert_array_equal(a.predict(x), b.predict(x))
+        np.testing.assert_allclose(a.coef, b.coef, rtol=1e-5, atol=1e-6)
+
+
+def test_lockstep_fits_pass_errors_to_the_caller(monkeypatch):
+    real = logreg._objective
+
+    def failing(*args):
+        f, calls = real(*args), []
+
+        def g(slots, ws):
+            calls.append(len(ws))
+            if len(calls) == 3:
+                raise ValueError("evaluation 3 failed")
+            return f(slots, ws)
+        return g
+
+    monkeypatch.setattr(logreg, "_objective", failing)
+    x, y, _ = _blobs(n_cls=3, per=20, dim=8, seed=1)
+    with pytest.raises(ValueError, match="evaluation 3 failed"):
+        logreg.fit_path(x, y, [0.1, 1.0, 10.0], 3, lockstep=True)
+
+
+def test_one_blas_thread_limits_scipys_blas_loaded_inside_the_block():
+    # scipy's OpenBLAS is loaded by the first fit; it once kept its default threads (4x slower).
+    code = ("from asc_bench_plugins.protocols import logreg\n"
+            "from threadpoolctl import threadpool_info\n"
+            "with logreg.one_blas_thread():\n"
+            "    import scipy.optimize\n"
+            "    libs = [i for i in threadpool_info() if i['user_api'] == 'blas']\n"
+            "    print(len(libs), max(i['num_threads'] for i in libs))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"})
+    n_libs, threads = map(int, out.stdout.split())
+    assert n_libs >= 2 and threads == 1                   # numpy's and scipy's OpenBLAS
+
+
+def test_fit_probes_do_not_depend_on_threads():
+    x, y, groups = _blobs(n_cls=3, per=60, dim=30, sep=0.4, seed=5, groups_of=3)
+    codes = group_codes(groups, y.size)
+    probs = [linear_probe.ProbeProblem(x[m], y[m], codes[m], 7 + i)
+             for i, m in enumerate([np.arange(y.size) % 3 != r for r in range(3)])]
+    one = linear_probe.fit_probes(probs, Cs=[0.01, 1.0, 100.0], threads=1)
+    two = linear_probe.fit_probes(probs, Cs=[0.01, 1.0, 100.0], threads=2)
+    for a, b in zip(one, two):
+        assert (a.C, a.inner_scores, a.n_unconverged) == (b.C, b.inner_scores, b.n_unconverged)
+        np.testing.assert_array_equal(a.model.logreg.coef, b.model.logreg.coef)
 
 
 def test_standardiser_is_sklearns():

@@ -18,10 +18,11 @@ on the fold's TRAINING clips only, then the model is refitted on all of them at 
 - **Selection.** Mean inner validation accuracy per C; ties pick the smallest C (Cs are sorted
   ascending), as GridSearchCV's first-best rule does.
 - **Fit.** scikit-learn's LogisticRegression(lbfgs, multinomial) objective and optimiser path,
-  with float32 products on one BLAS thread (plugins/protocols/logreg.py). On large training
-  sets the (inner fold, C) fits run in parallel threads (one BLAS thread each; the result does
-  not depend on it). `benchmarks/probes.py` checks the
-  chosen C and the test predictions against GridSearchCV over sklearn pipelines.
+  with float32 products on one BLAS thread (plugins/protocols/logreg.py); the Cs of one inner
+  split are fitted side by side (`logreg.fit_path`, lockstep). On large training sets every
+  (fold, inner split) and every refit is a task on a pool of one thread per CPU (`fit_probes`;
+  no result depends on it). `benchmarks/probes.py` checks the chosen C and the test
+  predictions against GridSearchCV over sklearn pipelines.
 
 Score per fold = test accuracy. Predictions: every test clip's correctness, concatenated over the
 folds (with `folds: official` each clip is tested exactly once, so the clips are independent for
@@ -36,7 +37,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -70,14 +71,16 @@ class ProbeFit:
     grouped: bool = False       # inner CV kept groups apart
 
 
+def _workers(entries: int) -> int:
+    return len(os.sched_getaffinity(0)) if entries >= PARALLEL_MIN else 1
+
+
 def inner_splits(y: np.ndarray, groups: np.ndarray | None, n_folds: int, random_state: int
                  ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Inner CV splits of the training rows: grouped and stratified where `groups` is given.
 
     Returns [] when no split is possible (a single-clip class, or fewer than 2 groups).
     """
-    from sklearn.model_selection import StratifiedKFold
-
     counts = np.bincount(y)
     counts = counts[counts > 0]
     k = min(int(n_folds), int(counts.min()))
@@ -85,60 +88,99 @@ def inner_splits(y: np.ndarray, groups: np.ndarray | None, n_folds: int, random_
         k = min(k, int(np.unique(groups).size))
     if k < 2:
         return []
-    dummy = np.zeros((y.size, 1))
     if groups is None:
+        from sklearn.model_selection import StratifiedKFold   # 1.4 s to import: only here
+
+        dummy = np.zeros((y.size, 1))
         cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=random_state)
         return list(cv.split(dummy, y))
     return [(a, b) for a, b in stratified_group_folds(y, groups, k, random_state)
             if a.size and b.size]
 
 
+@dataclass
+class ProbeProblem:
+    """One training set to fit a probe on (a fold's training clips)."""
+
+    x: np.ndarray                       # [n, D] training embeddings
+    y: np.ndarray                       # [n] class ids
+    groups: np.ndarray | None = None    # [n] group codes: the inner CV keeps groups apart
+    random_state: int = 0               # seeds the inner splits
+
+
+def fit_probes(problems: Sequence[ProbeProblem], *, Cs: Sequence[float] = DEFAULT_CS,
+               inner_folds: int = 3, max_iter: int = 1000, threads: int | None = None,
+               on_progress: Callable[[int, int], None] | None = None) -> list[ProbeFit]:
+    """`fit_probe` for several training sets at once (linear-probe's folds), sharing one pool.
+
+    Every (problem, inner split) fit and every refit is a separate task on `threads` threads
+    (default: the CPUs from PARALLEL_MIN training entries, else 1), so folds overlap instead of
+    waiting for each other's slowest split. Each task's result depends only on its inputs, so
+    the fits never depend on the thread count or scheduling. BLAS runs on one thread
+    (threadpoolctl) whatever the caller's setting. `on_progress(i, n)` is called in the
+    caller's thread once problem i's C is chosen (its refit may still be running).
+    """
+    grid = sorted(float(c) for c in Cs)
+    probs = []
+    for p in problems:
+        y = np.asarray(p.y, dtype=np.int64)
+        if np.unique(y).size < 2:
+            raise AscBenchError("a linear-probe training fold holds fewer than 2 classes")
+        splits = inner_splits(y, p.groups, inner_folds, p.random_state) if len(grid) > 1 else []
+        probs.append((p.x, y, int(y.max()) + 1, splits))
+    if threads is None:
+        threads = _workers(max((p[0].size for p in probs), default=0))
+
+    def inner(i: int, j: int) -> list[tuple[float, bool]]:
+        x, y, n_cls, splits = probs[i]
+        a, b = splits[j]
+        sc = logreg.Standardiser.fit(x[a])
+        xb = sc.transform(x[b])
+        return [(float(np.mean(m.predict(xb) == y[b])), m.converged)
+                for m in logreg.fit_path(sc.transform(x[a]), y[a], grid, n_cls, max_iter=max_iter)]
+
+    def refit(i: int, c: float) -> ProbeModel:
+        x, y, n_cls, _ = probs[i]
+        full = logreg.Standardiser.fit(x)
+        return ProbeModel(full, logreg.fit_path(full.transform(x), y, [c], n_cls,
+                                                max_iter=max_iter)[0])
+
+    out = []
+    with logreg.one_blas_thread(), ThreadPoolExecutor(max(1, threads)) as pool:
+        pending = [[pool.submit(inner, i, j) for j in range(len(pr[3]))]
+                   for i, pr in enumerate(probs)]
+        chosen = []
+        for i, futures in enumerate(pending):
+            if not futures:
+                c_best, scores, n_bad = grid[len(grid) // 2], None, 0
+            else:
+                done = [f.result() for f in futures]
+                acc = np.array([[r[0] for r in d] for d in done])       # [split, C]
+                n_bad = sum(not r[1] for d in done for r in d)
+                scores = acc.mean(axis=0)
+                c_best = grid[int(np.flatnonzero(scores == scores.max())[0])]
+            chosen.append((c_best, scores, n_bad, pool.submit(refit, i, c_best)))
+            if on_progress is not None:
+                on_progress(i + 1, len(probs))
+        for (x, y, _, splits), p, (c_best, scores, n_bad, model) in zip(probs, problems, chosen):
+            m = model.result()
+            out.append(ProbeFit(m, c_best, len(splits) or None, n_bad + (not m.logreg.converged),
+                                None if scores is None else [float(s) for s in scores],
+                                grouped=p.groups is not None and bool(splits)))
+    return out
+
+
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, *, groups: np.ndarray | None = None,
               Cs: Sequence[float] = DEFAULT_CS, inner_folds: int = 3, random_state: int = 0,
-              max_iter: int = 1000) -> ProbeFit:
+              max_iter: int = 1000, threads: int | None = None) -> ProbeFit:
     """Choose C by inner (grouped) stratified CV on the training clips, then refit on all of them.
 
-    Runs on one BLAS thread (threadpoolctl) whatever the caller's setting.
+    Selection: mean inner validation accuracy per C, ties to the smallest C (GridSearchCV's
+    first-best rule); each inner training part is standardised on its own rows. See
+    `fit_probes` for threads.
     """
-    y = np.asarray(y_train, dtype=np.int64)
-    present = np.unique(y)
-    if present.size < 2:
-        raise AscBenchError("a linear-probe training fold holds fewer than 2 classes")
-    n_cls = int(y.max()) + 1
-    grid = sorted(float(c) for c in Cs)
-    with logreg.one_blas_thread():
-        splits = inner_splits(y, groups, inner_folds, random_state) if len(grid) > 1 else []
-        full = logreg.Standardiser.fit(x_train)
-        n_bad = 0
-        if not splits:
-            c_best, scores = grid[len(grid) // 2], None
-        else:
-            parts = [(sc, sc.transform(x_train[a]), sc.transform(x_train[b]))
-                     for a, b in splits for sc in [logreg.Standardiser.fit(x_train[a])]]
-
-            def inner(task: tuple[int, int]) -> tuple[float, bool]:
-                j, i = task
-                (a, b), (_, xa, xb) = splits[j], parts[j]
-                m = logreg.fit_path(xa, y[a], [grid[i]], n_cls, max_iter=max_iter)[0]
-                return float(np.mean(m.predict(xb) == y[b])), m.converged
-
-            tasks = [(j, i) for j in range(len(splits)) for i in range(len(grid))]
-            workers = min(len(tasks), len(os.sched_getaffinity(0)))
-            if workers > 1 and x_train.size >= PARALLEL_MIN:
-                with ThreadPoolExecutor(workers) as pool:   # independent fits, one BLAS thread
-                    done = list(pool.map(inner, tasks))     # each: the result does not change
-            else:
-                done = [inner(t) for t in tasks]
-            acc = np.array([r[0] for r in done]).reshape(len(splits), len(grid))
-            n_bad += sum(not r[1] for r in done)
-            scores = acc.mean(axis=0)
-            best = int(np.flatnonzero(scores == scores.max())[0])
-            c_best = grid[best]
-        model = logreg.fit_path(full.transform(x_train), y, [c_best], n_cls, max_iter=max_iter)[0]
-    n_bad += not model.converged
-    return ProbeFit(ProbeModel(full, model), c_best, len(splits) or None, n_bad,
-                    None if scores is None else [float(s) for s in scores],
-                    grouped=groups is not None and bool(splits))
+    return fit_probes([ProbeProblem(x_train, y_train, groups, random_state)], Cs=Cs,
+                      inner_folds=inner_folds, max_iter=max_iter, threads=threads)[0]
 
 
 def fold_seed(seed: int, params: Mapping[str, Any], fold: str) -> int:
@@ -166,18 +208,19 @@ def run(data: EvalData, params: Mapping[str, Any], seed: int) -> ProtocolResult:
     y = np.asarray(data.labels, dtype=np.int64)
     groups = group_codes(getattr(data, "groups", None), y.size)
     scores, idx_all, ok_all, notes, chosen, schemes = [], [], [], [], [], []
-    for name, tr, te in zip(folds.names, folds.train, folds.test):
-        fit = fit_probe(x[tr], y[tr], groups=None if groups is None else groups[tr], Cs=cs,
-                        inner_folds=inner, random_state=fold_seed(seed, params, name),
-                        max_iter=max_iter)
+    fits = fit_probes([ProbeProblem(x[tr], y[tr], None if groups is None else groups[tr],
+                                    fold_seed(seed, params, name))
+                       for name, tr in zip(folds.names, folds.train)],
+                      Cs=cs, inner_folds=inner, max_iter=max_iter, on_progress=data.report)
+    for name, te, fit in zip(folds.names, folds.test, fits):      # in fold order
         correct = fit.model.predict(x[te]) == y[te]
         scores.append(float(correct.mean()))
         idx_all.append(te)
         ok_all.append(correct)
         chosen.append(fit.C)
-        data.report(len(scores), len(folds.names))
         scheme = (f"{fit.inner_splits}-fold {'grouped ' if fit.grouped else ''}inner CV"
-                  if fit.inner_splits else "no inner CV (a class with one clip or group): middle C")
+                  if fit.inner_splits
+                  else "no inner CV (a class with one clip or group): middle C")
         schemes.append(scheme)
         notes.append(f"fold {name}: C={fit.C:g} ({scheme})"
                      + (f", {fit.n_unconverged} fits hit max_iter" if fit.n_unconverged else ""))
