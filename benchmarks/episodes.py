@@ -21,13 +21,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+
+# Run as a script, this folder comes first on sys.path, and its coverage.py would shadow the
+# `coverage` package that numba looks for on import: this benchmark imports nothing beside it.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
 
 import numpy as np
 import torch
 
 from asc_bench.evaluation.episodes import sample_episodes
-from asc_bench_plugins.protocols.prototype import prototype_accuracy
+from asc_bench_plugins.protocols.prototype import numba_kernel, prototype_accuracy, use_numba
 
 N_CLASSES, PER_CLASS, DIM, PER_SOURCE = 50, 40, 768, 4
 N_WAY, K_SHOT, N_QUERY = 5, 1, 15
@@ -133,6 +139,9 @@ def main() -> None:
     print(f"{e} episodes, {N_WAY}-way {K_SHOT}-shot, {N_QUERY} queries/class, "
           f"{N_CLASSES * PER_CLASS} clips x D={DIM}; {os.cpu_count()} CPUs, "
           f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    kernel = ("numba" if use_numba(None, e * N_WAY * K_SHOT * N_WAY * N_QUERY) else "numpy"
+              + (" (numba not installed)" if numba_kernel() is None else ""))
+    print(f"scoring kernel: {kernel}")
     print(f"{'step':<48}{'best s':>9}{'median s':>10}{'us/episode':>12}")
     rows = [("vectorised: sample, not group-disjoint", t_plain, m_plain),
             ("vectorised: sample episodes (group-disjoint)", t_sample, m_sample),
