@@ -130,8 +130,10 @@ def test_cli_startup_does_not_import_numba():
 
 @needs_numba
 def test_numba_kernel_is_compiled_without_reassociation_or_fused_multiply_add():
-    # identical answers rely on plain IEEE float64 operations in source order
-    kernel = prototype.numba_kernel()
+    # identical answers rely on plain IEEE float64 operations in source order; compiled afresh
+    # with the same options (numba cannot inspect code loaded from its on-disk cache)
+    import numba
+    kernel = numba.njit(nogil=True)(prototype._gram_kernel)
     g = np.zeros(16, np.float32)
     kernel(g, 4, np.zeros((1, 2, 2), np.int64), np.zeros((1, 3), np.int64), 2,
            np.zeros((1, 3), np.int64), 0, 1)
