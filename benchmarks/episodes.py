@@ -6,7 +6,9 @@ Data: 2,000 clips of random float32 embeddings (D = 768), 50 classes x 40 clips,
 of 10 sources of 4 clips (like ESC-50's takes of one Freesound clip: `Clip.group`). Task: 5-way
 1-shot episodes, 15 queries per class, group-disjoint (no query from a support clip's source).
 Vectorised = asc_bench.evaluation.episodes.sample_episodes (with the groups) +
-asc_bench_plugins.protocols.prototype.prototype_accuracy (one Gram matrix, index arithmetic).
+asc_bench_plugins.protocols.prototype.prototype_accuracy (one Gram matrix, then the numba
+gather-and-decide kernel where numba is installed, else numpy index arithmetic: the same answers;
+the line `scoring kernel:` says which ran, ASC_BENCH_NUMBA=0 times the numpy path).
 Loop = for every episode: draw the classes and clips with numpy (Generator.choice; queries from
 the other sources), build the prototypes, one torch.cdist, argmin. The loop is also timed on the vectorised episodes (scoring
 only), which checks that both give the same accuracies. Times are best-of (other processes on a
