@@ -113,10 +113,18 @@ def test_numpy_path_without_numba(monkeypatch):
         prototype.numba_kernel.cache_clear()
 
 
-def test_environment_variable_forces_the_numpy_path(monkeypatch):
+def test_environment_variable_and_job_size_choose_the_kernel(monkeypatch):
     monkeypatch.setenv("ASC_BENCH_NUMBA", "0")
     assert not prototype.use_numba(None, 10 ** 9)
     assert prototype.use_numba(False, 10 ** 9) is False
+    assert prototype.use_numba(True, 10) is True                  # explicit beats the variable
+    monkeypatch.delenv("ASC_BENCH_NUMBA")
+    # small jobs (a 2000-episode 5-way 1-shot task) stay on numpy: loading numba costs more
+    assert not prototype.use_numba(None, 2000 * 5 * (15 * 5 + 1))
+    installed = prototype.numba_kernel() is not None
+    assert prototype.use_numba(None, prototype.NUMBA_MIN_GATHERS) is installed
+    monkeypatch.setenv("ASC_BENCH_NUMBA", "1")
+    assert prototype.use_numba(None, 10) is installed
 
 
 def test_cli_startup_does_not_import_numba():
