@@ -16,7 +16,10 @@ float64 (exact for K = 1), and exact ties (e.g. duplicate support clips) go to t
 Episodes are processed in chunks so the gathered block stays below about 32 MB, split across
 threads (numpy releases the GIL in take and ufuncs; each episode's answer is independent of the
 split). The K-sums are formed term by term in index order (`_sum_in_order`), not by numpy's
-pairwise reductions, so that the order of the float64 additions is defined.
+pairwise reductions, so that the order of the float64 additions is defined. When the Gram
+matrix would cost more than gathering the episodes' rows (many clips, few episodes; see
+`choose_method`) or not fit (> GRAM_MAX_CLIPS clips), each chunk instead builds its prototypes
+and query rows explicitly (same decision rule, batched matmul, float64).
 
 Optional accelerator: where numba is installed (`pip install 'asc-bench[fast]'`), the Gram path
 runs `_gram_kernel`, a compiled loop that fuses the gather and the decision per episode (no
@@ -29,9 +32,9 @@ exact ties (tests/test_prototype_kernel.py). It runs on the same episode split a
 (it releases the GIL), so its answer does not depend on the thread count either. numba is
 imported on first use only; by default it is used for at least NUMBA_MIN_GATHERS Gram reads
 (smaller jobs take numpy milliseconds, less than loading numba); `accelerate=` or ASC_BENCH_NUMBA
-(0/1) choose explicitly (see `use_numba`). When the Gram matrix would cost more than gathering the episodes' rows (many clips, few
-episodes; see `choose_method`) or not fit (> GRAM_MAX_CLIPS clips), each chunk instead builds its
-prototypes and query rows explicitly (same decision rule, batched matmul, float64).
+(0/1) choose explicitly (see `use_numba`). Loading numba costs about 0.5 s once per process
+(about 1 s the first time, when the kernel is compiled into numba's on-disk cache). The direct
+path below has no kernel.
 
 Params (task schema): n_way, k_shot, n_query, episodes, class_pool, support_split, query_split,
 exclude_small_classes, group_disjoint (default: on when the dataset defines groups, `Clip.group`:
