@@ -34,7 +34,7 @@ imported on first use only; by default it is used for at least NUMBA_MIN_GATHERS
 (smaller jobs take numpy milliseconds, less than loading numba); `accelerate=` or ASC_BENCH_NUMBA
 (0/1) choose explicitly (see `use_numba`). Loading numba costs about 0.5 s once per process
 (about 1 s the first time, when the kernel is compiled into numba's on-disk cache). The direct
-path below has no kernel.
+path (above) has no kernel.
 
 Params (task schema): n_way, k_shot, n_query, episodes, class_pool, support_split, query_split,
 exclude_small_classes, group_disjoint (default: on when the dataset defines groups, `Clip.group`:
