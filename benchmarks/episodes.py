@@ -6,7 +6,9 @@ Data: 2,000 clips of random float32 embeddings (D = 768), 50 classes x 40 clips,
 of 10 sources of 4 clips (like ESC-50's takes of one Freesound clip: `Clip.group`). Task: 5-way
 1-shot episodes, 15 queries per class, group-disjoint (no query from a support clip's source).
 Vectorised = asc_bench.evaluation.episodes.sample_episodes (with the groups) +
-asc_bench_plugins.protocols.prototype.prototype_accuracy (one Gram matrix, index arithmetic).
+asc_bench_plugins.protocols.prototype.prototype_accuracy (one Gram matrix, then the numba
+gather-and-decide kernel where numba is installed, else numpy index arithmetic: the same answers;
+the line `scoring kernel:` says which ran, ASC_BENCH_NUMBA=0 times the numpy path).
 Loop = for every episode: draw the classes and clips with numpy (Generator.choice; queries from
 the other sources), build the prototypes, one torch.cdist, argmin. The loop is also timed on the vectorised episodes (scoring
 only), which checks that both give the same accuracies. Times are best-of (other processes on a
@@ -21,13 +23,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+
+# Run as a script, this folder comes first on sys.path, and its coverage.py would shadow the
+# `coverage` package that numba looks for on import: this benchmark imports nothing beside it.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
 
 import numpy as np
 import torch
 
 from asc_bench.evaluation.episodes import sample_episodes
-from asc_bench_plugins.protocols.prototype import prototype_accuracy
+from asc_bench_plugins.protocols.prototype import numba_kernel, prototype_accuracy, use_numba
 
 N_CLASSES, PER_CLASS, DIM, PER_SOURCE = 50, 40, 768, 4
 N_WAY, K_SHOT, N_QUERY = 5, 1, 15
@@ -133,6 +141,9 @@ def main() -> None:
     print(f"{e} episodes, {N_WAY}-way {K_SHOT}-shot, {N_QUERY} queries/class, "
           f"{N_CLASSES * PER_CLASS} clips x D={DIM}; {os.cpu_count()} CPUs, "
           f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    kernel = ("numba" if use_numba(None, e * N_WAY * K_SHOT * N_WAY * N_QUERY) else "numpy"
+              + (" (numba not installed)" if numba_kernel() is None else ""))
+    print(f"scoring kernel: {kernel}")
     print(f"{'step':<48}{'best s':>9}{'median s':>10}{'us/episode':>12}")
     rows = [("vectorised: sample, not group-disjoint", t_plain, m_plain),
             ("vectorised: sample episodes (group-disjoint)", t_sample, m_sample),

@@ -67,6 +67,38 @@ def test_same_hash_in_other_processes_and_thread_counts():
         assert out == here
 
 
+# Episodes drawn under asc-bench/rng/2 (sampler paths: plain, rest, split constraints, group-
+# disjoint with fixed Q and with rest). A speed-up of the sampler must keep these; a change of
+# the draws bumps the RNG tag (asc_bench.evaluation.episodes) and these hashes with it.
+_PINNED_HASHES = {
+    "plain": "9fb865680dba02cd3eff61efe25c63b4a5555e6bfe3cf2330b46b59669df422a",
+    "rest": "e638fc0cb9588ef9aefe401e297bc7a15aa5e6c10e5a87fa92b389339c0c2e56",
+    "splits": "a4a2874b8e8e42a4799249e8a874dd1fac87b1dcdc80eb34d994e8721a98c52d",
+    "groups": "3a989af3c44a9597bd12d88ddc6d85b7a878a8ce33a2290bf3b6219e9df31fc1",
+    "groups_rest": "0410ea4347e33033be7265cc23d6657c46d1df22036c2408fc1fcbc9ae0a4f78",
+}
+
+
+def test_draws_of_this_rng_version_are_pinned():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(12), rng.integers(15, 60, 12))
+    n = labels.size
+    groups = [f"g{i}" for i in rng.integers(0, n // 3, n)]
+    splits = [["a", "b", "c"][i] for i in rng.integers(0, 3, n)]
+    cases = {
+        "plain": (None, {"n_way": 4, "k_shot": 2, "n_query": 5, "episodes": 300}, None),
+        "rest": (None, {"n_way": "all", "k_shot": 1, "n_query": "rest", "episodes": 50}, None),
+        "splits": (splits, {"n_way": 3, "k_shot": 2, "n_query": 4, "episodes": 300,
+                            "support_split": ["a", "b"], "query_split": ["b", "c"]}, None),
+        "groups": (None, {"n_way": 5, "k_shot": 1, "n_query": 6, "episodes": 300}, groups),
+        "groups_rest": (None, {"n_way": 3, "k_shot": 2, "n_query": "rest", "episodes": 100},
+                        groups),
+    }
+    got = {name: sample_episodes(labels, sp, p, 1, spec_hash="s", fingerprint="f",
+                                 groups=g).hash for name, (sp, p, g) in cases.items()}
+    assert got == _PINNED_HASHES
+
+
 def test_episode_hash_sees_every_array():
     a = np.arange(6).reshape(2, 3)
     assert episode_hash(a) != episode_hash(a.reshape(3, 2))

@@ -375,11 +375,14 @@ def _partial_shuffle(rng: np.random.Generator, n: np.ndarray, steps: int, width:
     (3x faster than per-row integer bounds; the deviation from uniform is below n * 2^-53, and
     IEEE arithmetic makes it the same on every machine). Rows with n - j <= 0 swap j with itself,
     still consuming one draw so the stream stays aligned. Returns perm[R, width] (a transposed view: slot-major storage makes slot j one
-    contiguous row); perm[r, :min(steps, n[r])] is a uniform random ordered sample without
+    contiguous row) of the smallest of int8/int16/int32 that holds width (a narrow table keeps
+    the swaps in cache: int8 is about 1.6x faster than int32 for 40 slots; the values do not
+    depend on it); perm[r, :min(steps, n[r])] is a uniform random ordered sample without
     replacement from [0, n[r]).
     """
     rows = n.size
-    perm_t = np.broadcast_to(np.arange(width, dtype=np.int32)[:, None], (width, rows)).copy()
+    dtype = np.int8 if width <= 127 else np.int16 if width <= 32767 else np.int32
+    perm_t = np.broadcast_to(np.arange(width, dtype=dtype)[:, None], (width, rows)).copy()
     flat = perm_t.reshape(-1)
     cols = np.arange(rows, dtype=np.int64)
     n = n.astype(np.int32)
@@ -637,7 +640,15 @@ def _disjoint_runs(rng: np.random.Generator, table: _Table, chosen: np.ndarray, 
             break
     else:
         raise _no_support_error(table, chosen, e, n_way, todo, q)
-    pos = np.ascontiguousarray(_partial_shuffle(rng, n_free, q, width)[:, :q])   # int32
+    # slot-major [q, e*N] in the shuffle's narrow integer type (positions and run bounds are
+    # <= width): each pass below is then a few contiguous, cache-resident vector operations
+    pos = np.ascontiguousarray(_partial_shuffle(rng, n_free, q, width)[:, :q].T)
+    starts_t = np.ascontiguousarray(starts.T, dtype=pos.dtype)
+    lens_t = np.ascontiguousarray(lens.T, dtype=pos.dtype)
+    hit = np.empty(pos.shape, dtype=bool)
+    step = np.empty(pos.shape, dtype=pos.dtype)
     for i in range(nk):                          # skip the blocked runs, in order of their start
-        np.add(pos, lens[:, i:i + 1], out=pos, where=pos >= starts[:, i:i + 1])
-    return sup_pos, pos.astype(np.int64), n_free
+        np.greater_equal(pos, starts_t[i], out=hit)
+        np.multiply(hit, lens_t[i], out=step)
+        pos += step
+    return sup_pos, pos.T.astype(np.int64), n_free

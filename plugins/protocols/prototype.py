@@ -15,9 +15,26 @@ K^2 > 0). Only the Gram entries carry float32 rounding: the K-sums and the score
 float64 (exact for K = 1), and exact ties (e.g. duplicate support clips) go to the lowest way.
 Episodes are processed in chunks so the gathered block stays below about 32 MB, split across
 threads (numpy releases the GIL in take and ufuncs; each episode's answer is independent of the
-split). When the Gram matrix would cost more than gathering the episodes' rows (many clips, few
-episodes; see `choose_method`) or not fit (> GRAM_MAX_CLIPS clips), each chunk instead builds its
-prototypes and query rows explicitly (same decision rule, batched matmul, float64).
+split). The K-sums are formed term by term in index order (`_sum_in_order`), not by numpy's
+pairwise reductions, so that the order of the float64 additions is defined. When the Gram
+matrix would cost more than gathering the episodes' rows (many clips, few episodes; see
+`choose_method`) or not fit (> GRAM_MAX_CLIPS clips), each chunk instead builds its prototypes
+and query rows explicitly (same decision rule, batched matmul, float64).
+
+Optional accelerator: where numba is installed (`pip install 'asc-bench[fast]'`), the Gram path
+runs `_gram_kernel`, a compiled loop that fuses the gather and the decision per episode (no
+gathered arrays; the Gram matrix then dominates). numpy stays the reference: the kernel reads the
+same float32 entries G[s, q] of the same Gram matrix and performs the same IEEE float64
+operations in the same order (sums term by term, K^2 ||p||^2 - 2K sum_k G[s_k, q], a running
+minimum with strict <, so ties keep the lowest way; numba does not reassociate or fuse them
+without fastmath), so both give identical predictions, tested on random data, padded queries and
+exact ties (tests/test_prototype_kernel.py). It runs on the same episode split across threads
+(it releases the GIL), so its answer does not depend on the thread count either. numba is
+imported on first use only; by default it is used for at least NUMBA_MIN_GATHERS Gram reads
+(smaller jobs take numpy milliseconds, less than loading numba); `accelerate=` or ASC_BENCH_NUMBA
+(0/1) choose explicitly (see `use_numba`). Loading numba costs about 0.5 s once per process
+(about 1 s the first time, when the kernel is compiled into numba's on-disk cache). The direct
+path (above) has no kernel.
 
 Params (task schema): n_way, k_shot, n_query, episodes, class_pool, support_split, query_split,
 exclude_small_classes, group_disjoint (default: on when the dataset defines groups, `Clip.group`:
@@ -31,10 +48,12 @@ per-query correctness) from which the runner computes the class- and group-level
 """
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -45,6 +64,9 @@ from asc_bench_plugins.protocols.params import PROTOTYPE
 
 GRAM_MAX_CLIPS = 16384                 # 16384^2 float32 = 1 GiB
 _CHUNK_ELEMENTS = 1 << 23              # gathered entries per chunk (32 MB of float32)
+NUMBA_ENV = "ASC_BENCH_NUMBA"          # 0: never use the numba kernel; 1: whenever installed
+NUMBA_MIN_GATHERS = 1 << 20            # auto: fewer Gram reads take numpy < ~15 ms, less than
+                                       # importing numba and loading its cached kernel
 
 
 def _centred(embeddings: np.ndarray) -> np.ndarray:
@@ -95,26 +117,117 @@ def _gram_rows(g: np.ndarray, n_clips: int, ep: Episodes, a: int, b: int,
         # every way's block contiguous for the decision.
         rows = np.ascontiguousarray(sk.reshape(e, n * k).T) * n_clips  # [N*K, e]
         qs = np.take(g, rows[:, :, None] + q[None, :, :])               # [N*K, e, Q]
-        if k > 1:                                                       # [N, e, Q], exact sums
-            qs = qs.reshape(n, k, e, nq).sum(1, dtype=np.float64)
-        pp = np.take(g, (sk * n_clips)[:, :, :, None] + sk[:, :, None, :])
-        pp = np.ascontiguousarray(pp.reshape(e, n, k * k).sum(-1, dtype=np.float64).T)  # [N, e]
+        if k > 1:                                                       # [N, e, Q], in float64
+            qs = _sum_in_order(np.moveaxis(qs.reshape(n, k, e, nq), 1, 0))
+        pp = np.take(g, (sk * n_clips)[:, :, :, None] + sk[:, :, None, :])  # [e, N, K, K]
+        pp = _sum_in_order(np.moveaxis(pp.reshape(e, n, k * k), -1, 0))     # [e, N]
+        pp = np.ascontiguousarray(pp.T)                                     # [N, e]
         pred[lo:hi] = _decide(pp, qs, k)
 
 
-def _predict_gram(x: np.ndarray, ep: Episodes, threads: int) -> np.ndarray:
+def _sum_in_order(a: np.ndarray) -> np.ndarray:
+    """float64 sum over axis 0, term by term in index order (the numba kernel's order: numpy's
+    own reductions may sum pairwise, which can round differently for more than 7 terms)."""
+    acc = a[0].astype(np.float64)
+    for i in range(1, a.shape[0]):
+        acc += a[i]
+    return acc
+
+
+def _gram_kernel(g: np.ndarray, n_clips: int, support: np.ndarray, query: np.ndarray, k: int,
+                 pred: np.ndarray, a: int, b: int) -> None:
+    """Episodes a..b-1 into pred[a:b]: `_gram_rows` + `_decide` fused, one episode at a time.
+
+    Compiled by `numba_kernel`. The same float32 Gram entries G[s, q] (support row, query column),
+    the same float64 operations in the same order (sums term by term, K^2 pp - 2K qs, strict <
+    over the ways in order), so it gives exactly the numpy path's answer, without the gathered
+    intermediate arrays.
+    """
+    n_way = support.shape[1]
+    nq = query.shape[1]
+    two_k = 2.0 * k
+    cols = np.empty(nq, np.int64)
+    acc = np.empty(nq, np.float64)
+    best = np.empty(nq, np.float64)
+    for e in range(a, b):
+        for i in range(nq):
+            cols[i] = max(query[e, i], 0)                   # padding -> row 0, masked later
+        for way in range(n_way):
+            s0 = support[e, way, 0]
+            pp = np.float64(g[s0 * n_clips + s0])
+            for j in range(1, k * k):
+                pp += np.float64(g[support[e, way, j // k] * n_clips + support[e, way, j % k]])
+            row = s0 * n_clips
+            for i in range(nq):
+                acc[i] = np.float64(g[row + cols[i]])
+            for kk in range(1, k):
+                row = support[e, way, kk] * n_clips
+                for i in range(nq):
+                    acc[i] += np.float64(g[row + cols[i]])
+            if way == 0:
+                for i in range(nq):
+                    best[i] = pp - two_k * acc[i]
+                    pred[e, i] = 0
+            else:
+                for i in range(nq):
+                    score = pp - two_k * acc[i]
+                    if score < best[i]:
+                        best[i] = score
+                        pred[e, i] = way
+
+
+@functools.lru_cache(maxsize=1)
+def numba_kernel() -> Callable[..., None] | None:
+    """`_gram_kernel` compiled with numba (on-disk cache, releases the GIL), or None where numba
+    is not installed. numba is imported here, on first use, never at import time."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    except Exception as exc:      # a broken install, or a module shadowing one numba imports
+        warnings.warn(f"numba failed to import ({exc!r}); scoring uses the numpy path (same "
+                      f"answers, slower)", RuntimeWarning, stacklevel=2)
+        return None
+    return numba.njit(cache=True, nogil=True)(_gram_kernel)
+
+
+def use_numba(accelerate: bool | None, gathers: int) -> bool:
+    """Whether the Gram path runs the numba kernel: `accelerate` if given, else ASC_BENCH_NUMBA
+    (0: never, 1: whenever installed), else when numba is installed and there are at least
+    NUMBA_MIN_GATHERS Gram reads. The answer is the same either way; only the time differs."""
+    if accelerate is not None:
+        return bool(accelerate)
+    env = os.environ.get(NUMBA_ENV, "").strip()
+    if env == "0":
+        return False
+    if env != "1" and gathers < NUMBA_MIN_GATHERS:
+        return False
+    return numba_kernel() is not None
+
+
+def _predict_gram(x: np.ndarray, ep: Episodes, threads: int,
+                  accelerate: bool | None = None) -> np.ndarray:
     n_clips = x.shape[0]
     g = np.dot(x, x.T).reshape(-1)                   # float32; symmetric
-    e_all = ep.support_idx.shape[0]
-    pred = np.empty((e_all, ep.query_idx.shape[1]), dtype=np.int64)
+    e_all, n, k = ep.support_idx.shape
+    nq = ep.query_idx.shape[1]
+    pred = np.empty((e_all, nq), dtype=np.int64)
+    if use_numba(accelerate, e_all * n * (k * nq + k * k)):
+        kernel = numba_kernel()
+        if kernel is None:
+            raise AscBenchError("accelerate=True needs numba: pip install 'asc-bench[fast]'")
+        sup = np.ascontiguousarray(ep.support_idx, dtype=np.int64)
+        qry = np.ascontiguousarray(ep.query_idx, dtype=np.int64)
+        work = lambda a, b: kernel(g, n_clips, sup, qry, k, pred, a, b)
+    else:
+        work = lambda a, b: _gram_rows(g, n_clips, ep, a, b, pred)
     parts = max(1, min(threads, e_all // 256))       # each episode's answer is independent of
     bounds = np.linspace(0, e_all, parts + 1).astype(int)   # the split: results never change
     if parts == 1:
-        _gram_rows(g, n_clips, ep, 0, e_all, pred)
+        work(0, e_all)
         return pred
     with ThreadPoolExecutor(parts) as pool:
-        list(pool.map(lambda i: _gram_rows(g, n_clips, ep, bounds[i], bounds[i + 1], pred),
-                      range(parts)))
+        list(pool.map(lambda i: work(int(bounds[i]), int(bounds[i + 1])), range(parts)))
     return pred
 
 
@@ -147,33 +260,38 @@ def choose_method(n_clips: int, ep: Episodes) -> str:
 
 
 def prototype_predictions(embeddings: np.ndarray, ep: Episodes, *, method: str = "auto",
-                          threads: int | None = None) -> np.ndarray:
+                          threads: int | None = None,
+                          accelerate: bool | None = None) -> np.ndarray:
     """Predicted way position for every query column, [E, N*Q] (padded columns are meaningless).
 
     `threads` (default: the CPU count, at most 8) splits the episodes of the Gram path across
-    threads; the answer does not depend on it.
+    threads; the answer does not depend on it. `accelerate` chooses the Gram path's kernel: True
+    the numba one (an error where numba is missing), False the numpy reference, None (default)
+    see `use_numba`; both give the same answer.
     """
     x = _centred(embeddings)
     if method == "auto":
         method = choose_method(x.shape[0], ep)
     if method == "gram":
-        return _predict_gram(x, ep, threads or min(8, os.cpu_count() or 1))
+        return _predict_gram(x, ep, threads or min(8, os.cpu_count() or 1), accelerate)
     if method == "direct":
         return _predict_direct(x, ep)
     raise AscBenchError(f"unknown prototype scoring method {method!r}")
 
 
 def prototype_correct(embeddings: np.ndarray, ep: Episodes, *, method: str = "auto",
-                      threads: int | None = None) -> np.ndarray:
+                      threads: int | None = None, accelerate: bool | None = None) -> np.ndarray:
     """Per-query correctness [E, N*Q] bool (False at padded columns)."""
-    pred = prototype_predictions(embeddings, ep, method=method, threads=threads)
+    pred = prototype_predictions(embeddings, ep, method=method, threads=threads,
+                                 accelerate=accelerate)
     return (pred == ep.query_way[None, :]) & ep.query_mask
 
 
 def prototype_accuracy(embeddings: np.ndarray, ep: Episodes, *, method: str = "auto",
-                       threads: int | None = None) -> np.ndarray:
+                       threads: int | None = None, accelerate: bool | None = None) -> np.ndarray:
     """Per-episode accuracy [E] float64 over the episode's real queries."""
-    correct = prototype_correct(embeddings, ep, method=method, threads=threads)
+    correct = prototype_correct(embeddings, ep, method=method, threads=threads,
+                                accelerate=accelerate)
     return correct.sum(axis=1) / ep.query_mask.sum(axis=1)
 
 
