@@ -23,13 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-
-# Run as a script, this folder comes first on sys.path, and its coverage.py would shadow the
-# `coverage` package that numba looks for on import: this benchmark imports nothing beside it.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
 
 import numpy as np
 import torch

@@ -1,6 +1,6 @@
 """How often do the episode CI and the class-level interval cover the population accuracy?
 
-    python benchmarks/coverage.py [--trials 200] [--classes 20] [--per-class 30] [--episodes 500]
+    python benchmarks/interval_coverage.py [--trials 200] [--classes 20] [--per-class 30] [--episodes 500]
                                   [--dim 16] [--seed 0] [--protocol fewshot-prototype]
 
 Population (known): an unlimited supply of classes. A class c has a mean mu_c ~ N(0, I_D) and a
