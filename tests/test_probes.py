@@ -65,36 +65,48 @@ def test_logreg_follows_sklearn_iterations_and_predictions(n, dim):
         np.testing.assert_allclose(m.coef, ref.coef_, atol=1e-5 * max(1.0, np.abs(ref.coef_).max()))
 
 
-def test_lockstep_fits_stop_where_each_fit_alone_stops():
+def test_shared_products_fits_stop_where_each_fit_alone_stops():
     # The Cs of a path share each evaluation's products; every fit must still be its own run.
     x, y, _ = _blobs(n_cls=5, per=120, dim=40, sep=0.3, seed=9)
     cs = [0.01, 0.1, 1.0, 10.0, 100.0]
     with logreg.one_blas_thread():
-        alone = logreg.fit_path(x, y, cs, 5, lockstep=False)
-        side = logreg.fit_path(x, y, cs, 5, lockstep=True)
+        alone = logreg.fit_path(x, y, cs, 5)
+        side = logreg.fit_path(x, y, cs, 5, share_products=True)
     for a, b in zip(alone, side):
         assert a.n_iter == b.n_iter and a.converged == b.converged
         np.testing.assert_array_equal(a.predict(x), b.predict(x))
         np.testing.assert_allclose(a.coef, b.coef, rtol=1e-5, atol=1e-6)
 
 
-def test_lockstep_fits_pass_errors_to_the_caller(monkeypatch):
-    real = logreg._objective
+def _scipy_minimize_fits(monkeypatch, *args, **kw):
+    """fit_path through scipy.optimize.minimize itself (what it does where scipy lacks setulb)."""
+    with monkeypatch.context() as m:
+        m.setattr(logreg, "_setulb", lambda: None)
+        return logreg.fit_path(*args, **kw)
 
-    def failing(*args):
-        f, calls = real(*args), []
 
-        def g(slots, ws):
-            calls.append(len(ws))
-            if len(calls) == 3:
-                raise ValueError("evaluation 3 failed")
-            return f(slots, ws)
-        return g
+@pytest.mark.parametrize("n,dim", [(300, 20), (30, 64)])        # n > D, and n < D (span path)
+def test_side_by_side_driver_is_scipys_minimize_bit_for_bit(monkeypatch, n, dim):
+    # The driver steps scipy's private L-BFGS-B routine itself: it must reproduce
+    # scipy.optimize.minimize exactly, or scipy's interface changed.
+    x, y, _ = _blobs(n_cls=4, per=n // 4, dim=dim, sep=0.4, seed=n)
+    cs = [0.01, 1.0, 100.0]
+    with logreg.one_blas_thread():
+        ours = logreg.fit_path(x, y, cs, 4)
+        ref = _scipy_minimize_fits(monkeypatch, x, y, cs, 4)
+    for a, b in zip(ours, ref):
+        assert a.n_iter == b.n_iter
+        np.testing.assert_array_equal(a.coef, b.coef)
+        np.testing.assert_array_equal(a.intercept, b.intercept)
 
-    monkeypatch.setattr(logreg, "_objective", failing)
-    x, y, _ = _blobs(n_cls=3, per=20, dim=8, seed=1)
-    with pytest.raises(ValueError, match="evaluation 3 failed"):
-        logreg.fit_path(x, y, [0.1, 1.0, 10.0], 3, lockstep=True)
+
+def test_side_by_side_driver_stops_at_max_iter_like_scipy(monkeypatch):
+    x, y, _ = _blobs(n_cls=3, per=40, dim=10, sep=0.2, seed=2)
+    ours = logreg.fit_path(x, y, [100.0, 1.0], 3, max_iter=3)
+    ref = _scipy_minimize_fits(monkeypatch, x, y, [100.0, 1.0], 3, max_iter=3)
+    assert [m.n_iter for m in ours] == [m.n_iter for m in ref] == [3, 3]
+    assert not any(m.converged for m in ours)
+    np.testing.assert_array_equal(ours[0].coef, ref[0].coef)
 
 
 def test_one_blas_thread_limits_scipys_blas_loaded_inside_the_block():

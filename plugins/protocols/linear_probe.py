@@ -48,6 +48,7 @@ from asc_bench_plugins.protocols.folds import group_codes, make_folds, stratifie
 from asc_bench_plugins.protocols.params import LINEAR_PROBE as PARAMS, LINEAR_PROBE_CS as DEFAULT_CS
 
 PARALLEL_MIN = 1 << 21          # training matrix entries from which inner folds run in threads
+FLOAT64_MAX = 1 << 21           # training entries below which fits run in float64, unshared
 
 
 @dataclass
@@ -56,9 +57,10 @@ class ProbeModel:
 
     scaler: logreg.Standardiser
     logreg: logreg.LogReg
+    dtype: type = np.float32    # the standardised features and the products of the fit
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.logreg.predict(self.scaler.transform(x))
+        return self.logreg.predict(self.scaler.transform(x, self.dtype))
 
 
 @dataclass
@@ -110,6 +112,7 @@ class ProbeProblem:
 
 def fit_probes(problems: Sequence[ProbeProblem], *, Cs: Sequence[float] = DEFAULT_CS,
                inner_folds: int = 3, max_iter: int = 1000, threads: int | None = None,
+               dtype: type | None = None,
                on_progress: Callable[[int, int], None] | None = None) -> list[ProbeFit]:
     """`fit_probe` for several training sets at once (linear-probe's folds), sharing one pool.
 
@@ -128,22 +131,26 @@ def fit_probes(problems: Sequence[ProbeProblem], *, Cs: Sequence[float] = DEFAUL
             raise AscBenchError("a linear-probe training fold holds fewer than 2 classes")
         splits = inner_splits(y, p.groups, inner_folds, p.random_state) if len(grid) > 1 else []
         probs.append((p.x, y, int(y.max()) + 1, splits))
+    largest = max((p[0].size for p in probs), default=0)
     if threads is None:
-        threads = _workers(max((p[0].size for p in probs), default=0))
+        threads = _workers(largest)
+    exact = largest < FLOAT64_MAX if dtype is None else dtype == np.float64
+    dtype = np.float64 if exact else np.float32
 
     def inner(i: int, j: int) -> list[tuple[float, bool]]:
         x, y, n_cls, splits = probs[i]
         a, b = splits[j]
         sc = logreg.Standardiser.fit(x[a])
-        xb = sc.transform(x[b])
+        xb = sc.transform(x[b], dtype)
         return [(float(np.mean(m.predict(xb) == y[b])), m.converged)
-                for m in logreg.fit_path(sc.transform(x[a]), y[a], grid, n_cls, max_iter=max_iter)]
+                for m in logreg.fit_path(sc.transform(x[a], dtype), y[a], grid, n_cls,
+                                         max_iter=max_iter, dtype=dtype, share_products=not exact)]
 
     def refit(i: int, c: float) -> ProbeModel:
         x, y, n_cls, _ = probs[i]
         full = logreg.Standardiser.fit(x)
-        return ProbeModel(full, logreg.fit_path(full.transform(x), y, [c], n_cls,
-                                                max_iter=max_iter)[0])
+        return ProbeModel(full, logreg.fit_path(full.transform(x, dtype), y, [c], n_cls,
+                                                max_iter=max_iter, dtype=dtype)[0], dtype)
 
     out = []
     with logreg.one_blas_thread(), ThreadPoolExecutor(max(1, threads)) as pool:
@@ -162,7 +169,7 @@ def fit_probes(problems: Sequence[ProbeProblem], *, Cs: Sequence[float] = DEFAUL
             chosen.append((c_best, scores, n_bad, pool.submit(refit, i, c_best)))
             if on_progress is not None:
                 on_progress(i + 1, len(probs))
-        for (x, y, _, splits), p, (c_best, scores, n_bad, model) in zip(probs, problems, chosen):
+        for (_, _, _, splits), p, (c_best, scores, n_bad, model) in zip(probs, problems, chosen):
             m = model.result()
             out.append(ProbeFit(m, c_best, len(splits) or None, n_bad + (not m.logreg.converged),
                                 None if scores is None else [float(s) for s in scores],

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -77,10 +77,10 @@ class Standardiser:
         sd[sd < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)] = 1.0
         return cls(mean, sd)
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """(x - mean) / scale formed in float64, rounded once to float32."""
+    def transform(self, x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+        """(x - mean) / scale formed in float64, rounded once to `dtype`."""
         x = np.asarray(x)
-        out = np.empty(x.shape, dtype=np.float32)
+        out = np.empty(x.shape, dtype=dtype)
         for lo in range(0, x.shape[0], _ROWS):
             t = np.subtract(x[lo:lo + _ROWS], self.mean, dtype=np.float64)
             np.divide(t, self.scale, out=t)
@@ -149,125 +149,159 @@ def _objective(x32: np.ndarray, onehot: np.ndarray, n_classes: int, l2s: Sequenc
     return f
 
 
-def _minimize_all(batch_f, n_fits: int, size: int, options: dict, wrap, lockstep: bool) -> list:
-    """scipy L-BFGS-B from zeros for each of `n_fits` problems whose evaluations `batch_f`
-    computes together; `wrap(i, fun)` -> (fun, callback) for fit i.
+MAXCOR, MAXLS, MAXFUN = 10, 50, 15000       # scipy's L-BFGS-B defaults (scikit-learn's too)
 
-    lockstep=False: the fits run one after another, each evaluation alone. lockstep=True: each
-    fit's `minimize` runs in its own thread and every evaluation request waits until each
-    unfinished fit has made its next one; then one batched evaluation answers them all. Round r
-    holds the r-th evaluation of every fit that has not stopped, so which fits share a product
-    is fixed by the fits themselves, never by thread timing: the result is deterministic.
+
+def _setulb():
+    """scipy's L-BFGS-B step (reverse communication, scipy >= 1.15's C version), or None.
+
+    `_minimize_lbfgsb` is a loop around it; calling it directly lets one thread advance several
+    fits side by side. tests/test_probes.py checks that this driver reproduces
+    scipy.optimize.minimize bit for bit, so a change of the private interface cannot pass
+    unnoticed; where the step is missing, `_minimize_all` uses `minimize` itself.
     """
-    import queue
-    import threading
+    try:
+        from scipy.optimize import _lbfgsb
+    except ImportError:
+        return None
+    return getattr(_lbfgsb, "setulb", None)
 
+
+class _Lbfgsb:
+    """One L-BFGS-B run from zeros, stepped by `_minimize_all` (the state `_minimize_lbfgsb`
+    keeps)."""
+
+    def __init__(self, size: int, stop: Callable[[np.ndarray], bool] | None) -> None:
+        m = MAXCOR
+        self.x = np.zeros(size)
+        self.f = np.array(0.0)
+        self.g = np.zeros(size)
+        self.wa = np.zeros(2 * m * size + 5 * size + 11 * m * m + 8 * m)
+        self.iwa = np.zeros(3 * size, dtype=np.int32)
+        self.task = np.zeros(2, dtype=np.int32)
+        self.ln_task = np.zeros(2, dtype=np.int32)
+        self.lsave = np.zeros(4, dtype=np.int32)
+        self.isave = np.zeros(44, dtype=np.int32)
+        self.dsave = np.zeros(29)
+        self.nit = 0
+        self.nfev = 0
+        self.last: tuple[np.ndarray, float, np.ndarray] | None = None   # scipy's x-cache
+        self.stop = stop
+
+    def advance(self, setulb, bounds, options: dict) -> bool:
+        """Step until the run asks for f and g at self.x (True) or has ended (False)."""
+        low, up, nbd = bounds
+        factr = options["ftol"] / np.finfo(float).eps
+        while True:
+            setulb(MAXCOR, self.x, low, up, nbd, self.f, self.g, factr, options["gtol"],
+                   self.wa, self.iwa, self.task, self.lsave, self.isave, self.dsave,
+                   options["maxls"], self.ln_task)
+            if self.task[0] == 3:                                  # FG: evaluate at x
+                if self.last is not None and np.array_equal(self.last[0], self.x):
+                    self.f, self.g = self.last[1], self.last[2]    # ScalarFunction's cache
+                    continue
+                return True
+            if self.task[0] != 1:                                  # converged / stopped
+                return False
+            self.nit += 1                                          # NEW_X
+            if self.stop is not None and self.stop(self.g):
+                self.task[:] = (5, 505)
+            if self.nit >= options["maxiter"]:
+                self.task[:] = (5, 504)
+            elif self.nfev > MAXFUN:
+                self.task[:] = (5, 502)
+
+    def answer(self, f: float, g: np.ndarray) -> None:
+        self.nfev += 1
+        self.f, self.g = f, np.asarray(g, dtype=np.float64)
+        self.last = (self.x.copy(), f, self.g)
+
+
+def _minimize_all(batch_f, n_fits: int, size: int, options: dict,
+                  stops: Sequence[Callable[[np.ndarray], bool] | None], share: bool
+                  ) -> list[tuple[np.ndarray, int]]:
+    """L-BFGS-B from zeros, scipy's algorithm and settings, for each of `n_fits` problems whose
+    evaluations `batch_f(slots, points)` computes together; returns (x, iterations) per fit.
+    `stops[i](g)`, where given, ends fit i at a new iterate whose gradient passes it (scipy's
+    callback StopIteration).
+
+    The fits advance side by side in this thread, stepping scipy's L-BFGS-B routine without
+    scipy's per-evaluation wrappers (where this scipy lacks it: scipy.optimize.minimize, one
+    fit after another). With `share`, each round answers every fit that asked for an
+    evaluation with one batched evaluation (round r holds the r-th evaluation of each fit that
+    has not stopped, so which fits share a product is fixed by the fits themselves); without,
+    each fit's evaluation is its own, and every fit is bit for bit scipy.optimize.minimize's.
+    """
+    setulb = _setulb()
+    if setulb is None:
+        return [_minimize_public(batch_f, i, size, options, stops[i]) for i in range(n_fits)]
+    bounds = (np.zeros(size), np.zeros(size), np.zeros(size, dtype=np.int32))
+    runs = [_Lbfgsb(size, stops[i]) for i in range(n_fits)]
+    waiting = [i for i, r in enumerate(runs) if r.advance(setulb, bounds, options)]
+    while waiting:
+        points = [runs[i].x for i in waiting]
+        answers = (batch_f(waiting, points) if share else
+                   [batch_f([i], [x])[0] for i, x in zip(waiting, points)])
+        for i, (f, g) in zip(waiting, answers):
+            runs[i].answer(f, g)
+        waiting = [i for i in waiting if runs[i].advance(setulb, bounds, options)]
+    return [(r.x, r.nit) for r in runs]
+
+
+def _minimize_public(batch_f, i: int, size: int, options: dict,
+                     stop: Callable[[np.ndarray], bool] | None) -> tuple[np.ndarray, int]:
+    """Fit i alone through scipy.optimize.minimize (the reference the lockstep driver
+    reproduces)."""
     from scipy.optimize import minimize
 
-    def solve(i: int, raw) -> object:
-        fun, callback = wrap(i, raw)
-        return minimize(fun, np.zeros(size), method="L-BFGS-B", jac=True, options=options,
-                        callback=callback)
-
-    if not lockstep or n_fits == 1:
-        return [solve(i, lambda w, i=i: batch_f([i], [w])[0]) for i in range(n_fits)]
-
-    requests: queue.SimpleQueue = queue.SimpleQueue()
-    replies = [queue.SimpleQueue() for _ in range(n_fits)]
-    results: list = [None] * n_fits
-
-    def ask(i: int, w: np.ndarray):
-        requests.put((i, w))
-        answer = replies[i].get()
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    def worker(i: int) -> None:
-        try:
-            results[i] = solve(i, lambda w: ask(i, w))
-        except BaseException as exc:            # handed to the caller below
-            results[i] = exc
-        finally:
-            requests.put((i, None))
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n_fits)]
-    for t in threads:
-        t.start()
-    active = n_fits
-    try:
-        while active:
-            pending: dict[int, np.ndarray] = {}
-            while len(pending) < active:
-                i, w = requests.get()
-                if w is None:
-                    active -= 1
-                else:
-                    pending[i] = w
-            if not pending:
-                break
-            slots = sorted(pending)
-            try:
-                answers = batch_f(slots, [pending[i] for i in slots])
-            except BaseException as exc:
-                answers = [exc] * len(slots)
-            for i, a in zip(slots, answers):
-                replies[i].put(a)
-    finally:
-        for q in replies:                       # unblock any fit still waiting (interrupts)
-            q.put(RuntimeError("batched logistic-regression fits aborted"))
-        for t in threads:
-            t.join()
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results
-
-
-def _full_gradient_stop(f, q: np.ndarray, n_classes: int, tol: float):
-    """(f that remembers its last gradient, callback stopping when the gradient of the full
-    problem, G_A Q^T and the intercept part, has inf-norm <= tol: scipy's gtol test)."""
-    r_dim = q.shape[1]
     last: dict[str, np.ndarray] = {}
 
     def fun(w: np.ndarray) -> tuple[float, np.ndarray]:
-        val, grad = f(w)
+        val, grad = batch_f([i], [w])[0]
         last["w"], last["g"] = w.copy(), grad
         return val, grad
 
-    d = q.shape[0]
-
     def callback(intermediate_result) -> None:
         w_now = intermediate_result.x
-        g = last["g"] if np.array_equal(last.get("w"), w_now) else f(w_now)[1]
+        g = last["g"] if np.array_equal(last.get("w"), w_now) else fun(w_now)[1]
+        if stop(g):
+            raise StopIteration
+
+    res = minimize(fun, np.zeros(size), method="L-BFGS-B", jac=True,
+                   options={**options, "maxcor": MAXCOR, "maxfun": MAXFUN},
+                   callback=None if stop is None else callback)
+    return res.x, int(res.nit)
+
+
+def _full_gradient_stop(q: np.ndarray, tol: float) -> Callable[[np.ndarray], bool]:
+    """stop(g_A): whether the gradient of the full problem, G_A Q^T and the intercept part, has
+    inf-norm <= tol (scipy's gtol test, which is not rotation invariant)."""
+    d, r_dim = q.shape
+
+    def stop(g: np.ndarray) -> bool:
         gm = g.reshape(-1, r_dim + 1)
         # Rows of G_A Q^T have the 2-norms of the rows of G_A (Q orthonormal), and
         # |v|_2 / sqrt(d) <= |v|_inf <= |v|_2: the product is needed only in between.
         bias = np.abs(gm[:, r_dim]).max()
         rows = np.sqrt(np.einsum("kr,kr->k", gm[:, :r_dim], gm[:, :r_dim])).max()
         if bias > tol or rows > tol * np.sqrt(d):
-            return
-        if rows <= tol or np.abs(gm[:, :r_dim] @ q.T).max() <= tol:
-            raise StopIteration
+            return False
+        return bool(rows <= tol or np.abs(gm[:, :r_dim] @ q.T).max() <= tol)
 
-    return fun, callback
-
-
-LOCKSTEP_MIN = 1 << 18         # training-matrix entries from which a path's fits run in lockstep
+    return stop
 
 
 def fit_path(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], n_classes: int, *,
              max_iter: int = 1000, tol: float = TOL, dtype: type = np.float32,
-             lockstep: bool | None = None) -> list[LogReg]:
+             share_products: bool = False) -> list[LogReg]:
     """One model per C (in the given order), each fitted from zeros (scikit-learn's start).
 
     `x` [n, D] (any float dtype; the products run in `dtype`), `y` [n] ints in 0..n_classes-1
     (classes absent from y get weights too; they are pushed down and practically never win).
-    `lockstep` (default: when x has >= LOCKSTEP_MIN entries and there are several Cs) runs the
-    fits side by side so that each evaluation's two products serve every C at once (see
-    `_minimize_all`); each fit is still its own L-BFGS run from zeros, so it stops where it would
-    alone (products of the same rows in the same dtype; measured: same iterations and
-    predictions).
+    The fits advance side by side (`_minimize_all`), each its own L-BFGS run from zeros, bit
+    for bit scipy.optimize.minimize's. `share_products` makes each evaluation's two products
+    serve every C at once: on large x (GEMM-bound) about 2x faster for 5 Cs, and only the
+    rounding of the shared products differs from fitting each C alone.
     """
     x32 = np.ascontiguousarray(x, dtype=dtype)
     y = np.asarray(y, dtype=np.int64)
@@ -280,7 +314,7 @@ def fit_path(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], n_classes: int, 
         # (gradients are R^T X + lambda W). With an orthonormal basis Q [D, r] of the span,
         # W = A Q^T and X W^T = (X Q) A^T, ||W|| = ||A||: L-BFGS (rotation-equivariant without
         # bounds) takes the same steps in A. Only scipy's gtol test (inf-norm) is not rotation
-        # invariant, so it is done on the full gradient G_A Q^T in the callback instead.
+        # invariant, so it is done on the full gradient G_A Q^T instead (`_full_gradient_stop`).
         q = np.linalg.qr(np.asarray(x, dtype=np.float64).T)[0]               # [D, r]
         xr = np.ascontiguousarray(np.asarray(x, dtype=np.float64) @ q, dtype=dtype)
     else:
@@ -288,17 +322,13 @@ def fit_path(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], n_classes: int, 
     r_dim = xr.shape[1]
     cs = [float(c) for c in Cs]
     batch = _objective(xr, onehot, n_classes, [1.0 / (c * n) for c in cs])
-    options = {"maxiter": max_iter, "maxls": 50, "gtol": 0.0 if reduce else tol,
+    options = {"maxiter": max_iter, "maxls": MAXLS, "gtol": 0.0 if reduce else tol,
                "ftol": 64 * np.finfo(float).eps}
-
-    def wrap(i: int, fun):
-        return _full_gradient_stop(fun, q, n_classes, tol) if reduce else (fun, None)
-
-    if lockstep is None:
-        lockstep = len(cs) > 1 and x32.size >= LOCKSTEP_MIN
+    stops = [_full_gradient_stop(q, tol) if reduce else None for _ in cs]
     out = []
-    for res in _minimize_all(batch, len(cs), n_classes * (r_dim + 1), options, wrap, lockstep):
-        wm = res.x.reshape(n_classes, r_dim + 1)
+    for w, nit in _minimize_all(batch, len(cs), n_classes * (r_dim + 1), options, stops,
+                                share_products):
+        wm = w.reshape(n_classes, r_dim + 1)
         coef = wm[:, :r_dim] @ q.T if reduce else wm[:, :d].copy()
-        out.append(LogReg(coef, wm[:, r_dim].copy(), int(res.nit), bool(res.nit < max_iter)))
+        out.append(LogReg(coef, wm[:, r_dim].copy(), nit, nit < max_iter))
     return out
