@@ -17,12 +17,15 @@ on the fold's TRAINING clips only, then the model is refitted on all of them at 
   validation clips never influence the mean/variance, the chosen C or the weights.
 - **Selection.** Mean inner validation accuracy per C; ties pick the smallest C (Cs are sorted
   ascending), as GridSearchCV's first-best rule does.
-- **Fit.** scikit-learn's LogisticRegression(lbfgs, multinomial) objective and optimiser path,
-  with float32 products on one BLAS thread (plugins/protocols/logreg.py); the Cs of one inner
-  split are fitted side by side (`logreg.fit_path`, lockstep). On large training sets every
-  (fold, inner split) and every refit is a task on a pool of one thread per CPU (`fit_probes`;
-  no result depends on it). `benchmarks/probes.py` checks the chosen C and the test
-  predictions against GridSearchCV over sklearn pipelines.
+- **Fit.** scikit-learn's LogisticRegression(lbfgs, multinomial) objective and optimiser path
+  on one BLAS thread (plugins/protocols/logreg.py), the Cs of an inner split side by side.
+  Training sets below FLOAT64_MAX entries (e.g. 2,700 x 768) are fitted in float64, each C
+  on its own products, which reproduces GridSearchCV's choice even on the exact ties of
+  validation accuracy it breaks by rounding; larger ones, where the products are the cost, in
+  float32 with the Cs sharing their products. On large training sets every (fold, inner split)
+  and every refit is a task on a pool of one thread per CPU (`fit_probes`; no result depends
+  on it). `benchmarks/probes.py` checks the chosen C and the test predictions against
+  GridSearchCV over sklearn pipelines.
 
 Score per fold = test accuracy. Predictions: every test clip's correctness, concatenated over the
 folds (with `folds: official` each clip is tested exactly once, so the clips are independent for

@@ -7,26 +7,32 @@ x_i with labels y_i and weights W [K, D], b [K]:
     f(W, b) = (1/n) sum_i CE(softmax(W x_i + b), y_i) + 1/(2 C n) ||W||^2
 
 minimised by scipy's L-BFGS-B from zeros with scikit-learn's settings (gtol `tol` = 1e-4,
-ftol 64 eps, maxls 50, maxiter `max_iter`). So the iterates, and with them the point where the
-optimiser stops, are scikit-learn's: with float32 products the stopping iteration and the
-predictions matched LogisticRegression's exactly on 10^3-10^4 x 768 data (benchmarks/probes.py).
+ftol 64 eps, maxcor 10, maxls 50, maxiter `max_iter`). So the iterates, and with them the point
+where the optimiser stops, are scikit-learn's up to the rounding of the products.
+
+That rounding matters more than it seems: gtol = 1e-4 on the mean loss is loose at large C, so
+where it stops moves with the last bits of the products, and the validation accuracy of two Cs
+often ties exactly, which GridSearchCV breaks by the 1-ulp rounding of the mean score. Measured
+on demo logmel-stats embeddings (1440 x 256, 0.25-s clips): float64 products chose
+GridSearchCV's C on every fold; float32 or shared products chose another C on one fold (an
+exact tie), 99.2% identical test predictions. Hence `dtype` (float64 for small fits, where the
+products are not the cost; float32 where they are) and `share_products` (off by default).
 
 Why not warm starts along the C path: f is strictly convex, so its minimiser does not depend on
-the start, but gtol = 1e-4 on the mean loss is loose at large C (scikit-learn's own fits agree
-with a tightly converged optimum on only 90-95% of validation clips at C >= 1). A warm start
-stops at a different point of that loose region (93-96% agreement with scikit-learn measured),
-which changes inner-CV scores and hence the chosen C. The speed comes instead from:
+the start, but a warm start stops at a different point of the loose region (93-96% agreement
+with scikit-learn measured at C >= 1), which changes inner-CV scores and hence the chosen C.
+The speed comes instead from:
 
-- **float32 products on one BLAS thread.** The two products per evaluation (X W^T and
-  X^T (P - Y)) run in float32 (`dtype`); the softmax, the loss sum and the gradient handed to
-  L-BFGS are float64. The caller limits BLAS to one thread (`one_blas_thread`, threadpoolctl):
+- **one BLAS thread.** The caller limits BLAS to one thread (`one_blas_thread`, threadpoolctl):
   the products are small, and a multi-threaded BLAS spinning against a busy neighbour process
-  is what made probes 10x slower under load.
-- **the Cs of a path in lockstep.** With K classes each product is a skinny GEMM whose cost is
-  mostly reading X; the fits of several Cs on the same rows each run their own L-BFGS (own
-  thread, own iterates) while every round of evaluations shares one X [W_1..W_m]^T and one
-  [R_1..R_m]^T X (`_minimize_all`). Measured at 5335 x 768, 10 classes, 5 Cs: 0.25 s instead
-  of 0.46 s, identical iterations and predictions.
+  is what made probes 10x slower under load. With `dtype` float32 the two products per
+  evaluation (X W^T and X^T (P - Y)) run in float32; the softmax, the loss sum and the
+  gradient handed to L-BFGS are always float64.
+- **the fits of a path side by side** (`_minimize_all`): one thread steps scipy's own L-BFGS-B
+  routine for every C, without scipy.optimize.minimize's per-evaluation wrappers (bit for bit
+  the same fits). With `share_products` every round of evaluations shares one X [W_1..W_m]^T
+  and one [R_1..R_m]^T X: with K classes each product is a skinny GEMM whose cost is mostly
+  reading X (5335 x 768, 10 classes, 5 Cs: 0.24 s instead of 0.48 s; same iterations).
 - **no estimator bookkeeping** (no cloning, parameter validation, or pipeline per fit), and
   independent fits run in parallel threads by the caller.
 """
