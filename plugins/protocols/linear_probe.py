@@ -50,7 +50,7 @@ from asc_bench_plugins.protocols import logreg
 from asc_bench_plugins.protocols.folds import group_codes, make_folds, stratified_group_folds
 from asc_bench_plugins.protocols.params import LINEAR_PROBE as PARAMS, LINEAR_PROBE_CS as DEFAULT_CS
 
-PARALLEL_MIN = 1 << 21          # training matrix entries from which inner folds run in threads
+PARALLEL_MIN = 1 << 17          # training entries from which the fits run on one thread per CPU
 FLOAT64_MAX = 1 << 21           # training entries below which fits run in float64, unshared
 
 
