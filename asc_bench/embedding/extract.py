@@ -56,7 +56,9 @@ def embed_dataset(encoder: torch.nn.Module, clips: Sequence[Clip], *, key: str, 
     """Embed `clips` into the cache entry `key` (or read it when committed and intact).
 
     Decoding of the next shard runs in a background thread while the encoder works on the current
-    one (soundfile and soxr release the GIL), so end to end costs about the forward passes alone.
+    one (soundfile and soxr release the GIL), so end to end costs about the forward passes alone
+    wherever the decoding finds a free core: on a GPU, or beside a model that leaves cores idle. A
+    model whose threads already fill every core pays for the decoding's CPU time on top.
     At most one shard is decoded ahead, so memory stays bounded. Shards are still embedded and
     written in index order, one atomic write each, so kill/resume and the torchrun rank split behave
     exactly as without the overlap (`prefetch=False` turns it off, for measurements; the result is the
