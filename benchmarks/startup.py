@@ -2,8 +2,9 @@
 
     python benchmarks/startup.py [--repeat 5]
 
-Each command runs in a fresh interpreter, exactly as `python -m asc_bench ...` would, through a small
-wrapper that reports at exit which heavy modules (torch, scipy, sklearn) were imported. Wall time is
+Each command runs in a fresh interpreter, exactly as `python -m asc_bench ...` would, through
+`asc_bench.importprobe.command_imports`, which reports which heavy modules (torch, scipy, sklearn,
+numba) were imported. Wall time is
 measured around the whole subprocess (interpreter start-up included) and given as best and median of
 `--repeat` runs; the reference row is a bare `python -c pass`, so the difference is asc-bench's own
 cost. Runs of the commands are interleaved so that all rows see the same machine load.
@@ -13,7 +14,6 @@ imports no torch.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,17 +21,7 @@ import subprocess
 import sys
 import time
 
-HEAVY = ("torch", "scipy", "sklearn")
-WRAPPER = """
-import json, runpy, sys
-sys.argv = ["asc-bench"] + sys.argv[1:]
-code = 0
-try:
-    runpy.run_module("asc_bench", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code or 0
-print("@@" + json.dumps({"code": code, "heavy": [m for m in %r if m in sys.modules]}), file=sys.stderr)
-""" % (HEAVY,)
+from asc_bench.importprobe import HEAVY, command_imports
 
 COMMANDS: dict[str, list[str]] = {
     "python -c pass (reference)": [],
@@ -43,16 +33,12 @@ COMMANDS: dict[str, list[str]] = {
 
 
 def run_once(args: list[str]) -> tuple[float, dict]:
-    cmd = [sys.executable, "-c", "pass"] if not args else [sys.executable, "-c", WRAPPER, *args]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    wall = time.perf_counter() - t0
     if not args:
-        return wall, {"code": proc.returncode, "heavy": []}
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("@@")]
-    if not lines:
-        raise SystemExit(f"{args} did not report its imports:\n{proc.stderr}")
-    return wall, json.loads(lines[-1][2:])
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", "pass"], capture_output=True, text=True, timeout=300)
+        return time.perf_counter() - t0, {"code": proc.returncode, "heavy": []}
+    report = command_imports(args)
+    return report.seconds, {"code": report.code, "heavy": list(report.heavy)}
 
 
 def main() -> None:
@@ -76,7 +62,7 @@ def main() -> None:
         print(f"{name:<30}{min(times[name]):>9.3f}{statistics.median(times[name]):>10.3f}"
               f"{reports[name]['code']:>6}  {heavy}")
     ok = all(not r["heavy"] and r["code"] == 0 for r in reports.values())
-    print(f"goal (no torch/scipy for --version and list encoders): {'met' if ok else 'NOT met'}")
+    print(f"goal (none of {', '.join(HEAVY)} for --version and list encoders): {'met' if ok else 'NOT met'}")
 
     def key(name: str) -> str:
         return name.replace("asc-bench ", "").replace("--", "").replace(" ", "_")

@@ -2,7 +2,6 @@
 `asc-bench list encoders` shows equal those of really built models."""
 from __future__ import annotations
 
-import json
 import pickle
 import subprocess
 import sys
@@ -10,27 +9,13 @@ import sys
 import pytest
 
 from asc_bench.api import EncoderRequest, lazy
+from asc_bench.importprobe import HEAVY, command_imports
 from asc_bench.plugins import get_manager
-
-HEAVY = ("torch", "scipy", "sklearn")
-
-# Runs the CLI in-process (exactly what `python -m asc_bench ...` runs), then reports what got imported.
-WRAPPER = """
-import json, runpy, sys
-sys.argv = ["asc-bench"] + sys.argv[1:]
-code = 0
-try:
-    runpy.run_module("asc_bench", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code or 0
-print(json.dumps({"code": code, "heavy": [m for m in %r if m in sys.modules]}), file=sys.stderr)
-""" % (HEAVY,)
 
 
 def _imports_of(*args: str, before: str = "") -> dict:
-    proc = subprocess.run([sys.executable, "-c", before + WRAPPER, *args], capture_output=True, text=True,
-                          timeout=120)
-    return json.loads(proc.stderr.strip().splitlines()[-1])
+    report = command_imports(args, before=before, timeout=120)
+    return {"code": report.code, "heavy": list(report.heavy)}
 
 
 def test_version_imports_neither_torch_nor_scipy():
