@@ -82,8 +82,8 @@ def decode(path: str, sample_rate: int) -> np.ndarray:
 
 # Integer PCM read as integers, then scaled by a power of two: libsndfile's own float conversion is the
 # same product (sample * 2^-15, or the left-justified int32 * 2^-31), so the floats are bit-identical,
-# at half the decoding time (its float path dominated decoding before the resampler). Integers cannot
-# be NaN or Inf, so their files skip that check.
+# and reading a 5-s 44.1-kHz clip costs about a third less CPU (0.55 ms instead of 0.85 ms with the NaN
+# scan, measured). Integers cannot be NaN or Inf, so their files skip that check.
 _INTEGER_PCM: dict[str, tuple[str, float]] = {"PCM_16": ("int16", 2.0 ** -15), "PCM_24": ("int32", 2.0 ** -31),
                                               "PCM_32": ("int32", 2.0 ** -31)}
 
