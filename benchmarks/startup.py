@@ -4,9 +4,8 @@
 
 Each command runs in a fresh interpreter, exactly as `python -m asc_bench ...` would, through
 `asc_bench.importprobe.command_imports`, which reports which heavy modules (torch, scipy, sklearn,
-numba) were imported. Wall time is
-measured around the whole subprocess (interpreter start-up included) and given as best and median of
-`--repeat` runs; the reference row is a bare `python -c pass`, so the difference is asc-bench's own
+numba) were imported. Wall time is measured around the whole subprocess (interpreter start-up
+included) and given as best and median of `--repeat` runs; the reference row is a bare `python -c pass`, so the difference is asc-bench's own
 cost. Runs of the commands are interleaved so that all rows see the same machine load.
 Goal (issue 15): `--version` imports neither torch nor scipy; `list encoders` builds no model and
 imports no torch.
